@@ -1,0 +1,4 @@
+//! `ota-origin` (see DESIGN.md §1).
+//!
+//! Not implemented yet: the origin issue builds this program. The crate exists so that the workspace
+//! layout is fixed; it has no binary until the program does something real.
