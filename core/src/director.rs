@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Sha256Hash;
+use crate::rollout::Stage;
 use crate::time::UnixTime;
 use crate::tuf::enigm::{Channel, ReleaseNumber};
 
@@ -57,29 +58,6 @@ impl std::fmt::Display for DeviceHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.to_hex())
     }
-}
-
-/// Where a release is in its lifecycle (DESIGN.md §6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "stage", rename_all = "snake_case")]
-pub enum Stage {
-    /// Ingested, not yet signed and registered: offered to nobody.
-    Draft,
-    /// Registered and under validation: offered to the validation cohort only.
-    Validation,
-    /// Rolling out to a share of the fleet, in basis points (0..=10 000).
-    Limited {
-        /// Share of devices offered, in hundredths of a percent.
-        basis_points: u16,
-    },
-    /// Offered to every eligible device.
-    Stable,
-    /// A security release: offered to every eligible device at once.
-    Security,
-    /// Stopped: offered to no one new.
-    Halted,
-    /// Withdrawn: offered to no one.
-    Revoked,
 }
 
 /// What the director knows of a device. Nothing else is stored about it.
@@ -222,7 +200,7 @@ fn check(device: &DeviceFacts, release: &ReleaseFacts) -> Result<(), Ineligible>
     }
     match release.stage {
         Stage::Draft => return Err(Ineligible::Draft),
-        Stage::Halted => return Err(Ineligible::Halted),
+        Stage::Halted { .. } => return Err(Ineligible::Halted),
         Stage::Revoked => return Err(Ineligible::ReleaseRevoked),
         _ => {}
     }
@@ -540,7 +518,15 @@ mod tests {
     #[test]
     fn stages_gate_offers() {
         assert_eq!(offered(Stage::Draft, 500), 0);
-        assert_eq!(offered(Stage::Halted, 500), 0);
+        assert_eq!(
+            offered(
+                Stage::Halted {
+                    resume: crate::rollout::Active::Stable
+                },
+                500
+            ),
+            0
+        );
         assert_eq!(offered(Stage::Revoked, 500), 0);
         assert_eq!(offered(Stage::Security, 500), 500);
         assert_eq!(offered(Stage::Stable, 500), 500);
@@ -552,7 +538,12 @@ mod tests {
             Decision::Offer
         );
         assert_eq!(
-            decide(&device(1), &release(Stage::Halted)),
+            decide(
+                &device(1),
+                &release(Stage::Halted {
+                    resume: crate::rollout::Active::Stable
+                })
+            ),
             Decision::NoOffer(Ineligible::Halted)
         );
     }

@@ -10,11 +10,13 @@
 //!   keys and signatures, and the TUF client workflow as a state machine.
 //! - [`chunk`]: content-defined chunking, the binary chunk index, the Merkle chunk tree and
 //!   the per-chunk verifier.
-//! - [`director`]: eligibility, rollout buckets, device handles and signed offers.
+//! - [`director`]: eligibility, rollout buckets, device handles and signed offers;
+//!   [`rollout`]: the release lifecycle and health gating.
 //! - [`digest`] and [`time`]: the newtypes the others build on.
 
 pub mod chunk;
 pub mod digest;
 pub mod director;
+pub mod rollout;
 pub mod time;
 pub mod tuf;
