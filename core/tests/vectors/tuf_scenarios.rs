@@ -556,6 +556,33 @@ fn all_scenarios() -> Vec<Scenario> {
         ),
     ));
 
+    // Deep and looping delegation graphs end in a bounded search.
+    let mut repo = delegation_graph(&[("targets", "d1")]);
+    for i in 1..40 {
+        repo = extend_graph(repo, &format!("d{i}"), &[&format!("d{}", i + 1)]);
+    }
+    repo = extend_graph(repo, "d40", &[]);
+    out.push(scenario(
+        "deeply-nested-delegations",
+        "targets delegates artifacts/* to d1, d1 to d2, and so on to d40; none lists the \
+         artifact. The search gives up after 32 roles.",
+        &repo,
+        &format!(
+            "error in lookup: target \"{ARTIFACT}\": gave up after visiting 32 delegated roles"
+        ),
+    ));
+
+    let mut repo = delegation_graph(&[("targets", "a")]);
+    repo = extend_graph(repo, "a", &["b"]);
+    repo = extend_graph(repo, "b", &["a"]);
+    out.push(scenario(
+        "delegation-loop",
+        "targets delegates to a, a to b, and b back to a; none lists the artifact. Each \
+         (role, delegator) pair is visited once and the search ends.",
+        &repo,
+        &format!("error in lookup: target \"{ARTIFACT}\" not found in any trusted role"),
+    ));
+
     // --- malformed input ----------------------------------------------------------------
     let mut repo = Repo::standard();
     repo.metadata.insert(
@@ -612,6 +639,58 @@ fn all_scenarios() -> Vec<Scenario> {
 }
 
 // --- helpers that edit roles -----------------------------------------------------------
+
+/// The standard repository without the release role: `targets` delegates `artifacts/*` to the
+/// roles named, all signed by one key.
+fn delegation_graph(edges: &[(&str, &str)]) -> Repo {
+    let mut repo = Repo::standard();
+    repo.root.release_authority = None;
+    repo.metadata.clear();
+    repo.publish_root();
+    let delegations = repo.targets.delegations.as_mut().unwrap();
+    let chain = key("chain");
+    delegations.keys = BTreeMap::from([(chain.public().key_id(), chain.public())]);
+    delegations.roles = edges
+        .iter()
+        .map(|(_, child)| delegated(child, &chain))
+        .collect();
+    repo.release.targets.clear();
+    repo.publish();
+    repo
+}
+
+/// Publish role `name` (delegated from somewhere already), delegating to `children`.
+fn extend_graph(mut repo: Repo, name: &str, children: &[&str]) -> Repo {
+    let chain = key("chain");
+    let doc = ota_core::tuf::metadata::Targets {
+        common: Common::new("targets", 1, EXPIRES),
+        targets: BTreeMap::new(),
+        delegations: (!children.is_empty()).then(|| ota_core::tuf::metadata::Delegations {
+            keys: BTreeMap::from([(chain.public().key_id(), chain.public())]),
+            roles: children.iter().map(|c| delegated(c, &chain)).collect(),
+            extra: BTreeMap::new(),
+        }),
+        extra: BTreeMap::new(),
+    };
+    repo.metadata.insert(
+        format!("1.{name}.json"),
+        sign(&doc, std::slice::from_ref(&chain)),
+    );
+    add_snapshot_entry(&mut repo, &format!("{name}.json"), 1);
+    repo
+}
+
+fn delegated(name: &str, key: &InMemoryKey) -> DelegatedRole {
+    DelegatedRole {
+        name: name.into(),
+        keyids: vec![key.public().key_id()],
+        threshold: 1,
+        terminating: false,
+        paths: Some(vec!["artifacts/*".into()]),
+        path_hash_prefixes: None,
+        extra: BTreeMap::new(),
+    }
+}
 
 fn swap_root_key(root: &mut ota_core::tuf::metadata::Root, index: usize, new: &InMemoryKey) {
     let role = root.roles.get_mut("root").unwrap();
