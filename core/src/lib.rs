@@ -12,11 +12,13 @@
 //!   the per-chunk verifier.
 //! - [`director`]: eligibility, rollout buckets, device handles and signed offers;
 //!   [`rollout`]: the release lifecycle and health gating.
+//! - [`fetch`]: the fetch scheduler (which chunk from which source).
 //! - [`digest`] and [`time`]: the newtypes the others build on.
 
 pub mod chunk;
 pub mod digest;
 pub mod director;
+pub mod fetch;
 pub mod rollout;
 pub mod time;
 pub mod tuf;
