@@ -12,9 +12,11 @@
 //!   the per-chunk verifier.
 //! - [`director`]: eligibility, rollout buckets, device handles and signed offers;
 //!   [`rollout`]: the release lifecycle and health gating.
-//! - [`fetch`]: the fetch scheduler (which chunk from which source).
+//! - [`fetch`]: the fetch scheduler (which chunk from which source); [`cache`]: the site
+//!   cache's policy (single flight, eviction, prefetch, upstream budget).
 //! - [`digest`] and [`time`]: the newtypes the others build on.
 
+pub mod cache;
 pub mod chunk;
 pub mod digest;
 pub mod director;
