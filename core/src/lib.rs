@@ -14,6 +14,7 @@
 //!   [`rollout`]: the release lifecycle and health gating.
 //! - [`fetch`]: the fetch scheduler (which chunk from which source); [`cache`]: the site
 //!   cache's policy (single flight, eviction, prefetch, upstream budget).
+//! - [`journal`] and [`install`]: the device's download journal and A/B slot transitions.
 //! - [`digest`] and [`time`]: the newtypes the others build on.
 
 pub mod cache;
@@ -21,6 +22,8 @@ pub mod chunk;
 pub mod digest;
 pub mod director;
 pub mod fetch;
+pub mod install;
+pub mod journal;
 pub mod rollout;
 pub mod time;
 pub mod tuf;
