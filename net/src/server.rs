@@ -1,0 +1,491 @@
+//! The server side of `enigm-ota/1`: an accept loop that answers each request stream through
+//! a [`Handler`] (the origin and the site peers implement it).
+//!
+//! Limits that keep a hostile client from stopping others: a cap on connections (more are
+//! refused), a cap on concurrent requests per connection (QUIC stream credit), a deadline
+//! to receive a whole request, and a stall timeout on every response write, so a client that
+//! opens streams and never reads holds at most its own streams, each for at most the stall
+//! timeout.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ota_core::digest::ChunkId;
+use quinn::{Endpoint, Incoming, RecvStream, SendStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinSet;
+use tracing::{Instrument as _, debug, debug_span, info, info_span, warn};
+
+use crate::proto::{
+    ChannelBinding, ErrorCode, MAX_REQUEST_LEN, MessageKind, Nonce, Refusal, Request, Response,
+    SignedKind, SignedRequest, WireError,
+};
+use crate::quic::{self, CertPin, ConfigError, Identity, TransportLimits};
+use crate::stream::{self, ReadFailure, WriteFailure};
+
+/// What a server does with each request. The origin and the site peers implement it.
+///
+/// Methods are called concurrently from many connections and streams. Bounds are checked
+/// before a method is called (the request fits its bounds) and after (an answer over the
+/// client's `max_len` is not sent).
+pub trait Handler: Send + Sync + 'static {
+    /// A fresh nonce for a signed request on this connection, or a refusal.
+    fn challenge(&self, conn: &ConnInfo) -> impl Future<Output = Result<Nonce, Refusal>> + Send;
+
+    /// Answers a signed request. The handler verifies the signature over
+    /// [`SignedRequest::signing_bytes`]`(kind, &conn.binding)`; the net layer does not.
+    fn signed(
+        &self,
+        conn: &ConnInfo,
+        kind: SignedKind,
+        request: SignedRequest,
+    ) -> impl Future<Output = Result<Vec<u8>, Refusal>> + Send;
+
+    /// The metadata file `name`, or `None`.
+    fn metadata(&self, conn: &ConnInfo, name: &str) -> impl Future<Output = Option<Bytes>> + Send;
+
+    /// The blob `id`, or `None`. The server does not hash it: serving a blob whose bytes do
+    /// not match its id is the handler's bug, and every client checks.
+    fn blob(&self, conn: &ConnInfo, id: &ChunkId) -> impl Future<Output = Option<Bytes>> + Send;
+}
+
+/// A shared handler serves as well, so its owner can keep a handle on its state.
+impl<H: Handler> Handler for Arc<H> {
+    fn challenge(&self, conn: &ConnInfo) -> impl Future<Output = Result<Nonce, Refusal>> + Send {
+        (**self).challenge(conn)
+    }
+
+    fn signed(
+        &self,
+        conn: &ConnInfo,
+        kind: SignedKind,
+        request: SignedRequest,
+    ) -> impl Future<Output = Result<Vec<u8>, Refusal>> + Send {
+        (**self).signed(conn, kind, request)
+    }
+
+    fn metadata(&self, conn: &ConnInfo, name: &str) -> impl Future<Output = Option<Bytes>> + Send {
+        (**self).metadata(conn, name)
+    }
+
+    fn blob(&self, conn: &ConnInfo, id: &ChunkId) -> impl Future<Output = Option<Bytes>> + Send {
+        (**self).blob(conn, id)
+    }
+}
+
+/// What a handler knows about the connection a request came on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnInfo {
+    /// The client's address.
+    pub remote: SocketAddr,
+    /// The connection's channel binding, which signed requests must cover.
+    pub binding: ChannelBinding,
+    /// quinn's stable id of the connection, for logs.
+    pub id: usize,
+}
+
+/// Server limits and timeouts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// QUIC transport limits (streams per connection, windows, idle timeout).
+    pub transport: TransportLimits,
+    /// Connections served at once; more are refused at the QUIC level.
+    pub max_connections: usize,
+    /// Time allowed for the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Time allowed to receive a whole request once its stream is accepted.
+    pub request_timeout: Duration,
+    /// Time allowed for any one response write to make progress.
+    pub stall_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            transport: TransportLimits {
+                keep_alive_interval: None,
+                ..TransportLimits::default()
+            },
+            max_connections: 256,
+            handshake_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
+            stall_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The server could not start (our side's fault).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The TLS or QUIC configuration could not be built.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The UDP socket could not be bound (or no tokio runtime is running).
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+}
+
+/// A running server. Dropping it stops it abruptly; [`Server::shutdown`] stops it gracefully.
+#[derive(Debug)]
+pub struct Server {
+    endpoint: Endpoint,
+    local_addr: SocketAddr,
+    pin: CertPin,
+    shutdown: watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds `addr` (port 0: the OS picks) and starts serving with `handler`. Must be called
+    /// within a tokio runtime.
+    pub fn bind<H: Handler>(
+        addr: SocketAddr,
+        identity: &Identity,
+        config: ServerConfig,
+        handler: H,
+    ) -> Result<Self, ServerError> {
+        let quinn_config = quic::server_config(identity, &config.transport)?;
+        let endpoint = Endpoint::server(quinn_config, addr)
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        let local_addr = endpoint
+            .local_addr()
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let span = info_span!("net.serve", %local_addr);
+        let task = tokio::spawn(
+            accept_loop(
+                endpoint.clone(),
+                Arc::new(handler),
+                Arc::new(config),
+                shutdown_rx,
+            )
+            .instrument(span),
+        );
+        Ok(Self {
+            endpoint,
+            local_addr,
+            pin: identity.pin(),
+            shutdown,
+            task: Some(task),
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The pin of the server's certificate.
+    pub fn pin(&self) -> CertPin {
+        self.pin
+    }
+
+    /// Stops accepting connections and requests, lets requests in flight finish for up to
+    /// `grace`, then closes every connection with [`ErrorCode::SHUTDOWN`].
+    pub async fn shutdown(mut self, grace: Duration) {
+        self.shutdown.send_replace(true);
+        if let Some(mut task) = self.task.take()
+            && tokio::time::timeout(grace, &mut task).await.is_err()
+        {
+            info!(local_addr = %self.local_addr, "grace period over; closing connections");
+            task.abort();
+        }
+        self.endpoint
+            .close(ErrorCode::SHUTDOWN.varint(), b"server shutting down");
+        self.endpoint.wait_idle().await;
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown.send_replace(true);
+        self.endpoint
+            .close(ErrorCode::SHUTDOWN.varint(), b"server shutting down");
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+async fn accept_loop<H: Handler>(
+    endpoint: Endpoint,
+    handler: Arc<H>,
+    config: Arc<ServerConfig>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(config.max_connections));
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            incoming = endpoint.accept() => {
+                let Some(incoming) = incoming else { break };
+                let remote = incoming.remote_address();
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    info!(%remote, max = config.max_connections, "connection refused: at the cap");
+                    incoming.refuse();
+                    continue;
+                };
+                connections.spawn(
+                    serve_connection(
+                        incoming,
+                        handler.clone(),
+                        config.clone(),
+                        shutdown.clone(),
+                        permit,
+                    )
+                    .instrument(info_span!("net.connection", %remote)),
+                );
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    // Draining: refuse newcomers while the open connections finish their requests.
+    loop {
+        tokio::select! {
+            incoming = endpoint.accept() => match incoming {
+                Some(incoming) => incoming.refuse(),
+                None => break,
+            },
+            joined = connections.join_next() => if joined.is_none() { break },
+        }
+    }
+}
+
+async fn serve_connection<H: Handler>(
+    incoming: Incoming,
+    handler: Arc<H>,
+    config: Arc<ServerConfig>,
+    mut shutdown: watch::Receiver<bool>,
+    _slot: OwnedSemaphorePermit,
+) {
+    let connecting = match incoming.accept() {
+        Ok(connecting) => connecting,
+        Err(e) => {
+            debug!(error = %e, "incoming connection failed");
+            return;
+        }
+    };
+    let connection = match tokio::time::timeout(config.handshake_timeout, connecting).await {
+        Ok(Ok(connection)) => connection,
+        Ok(Err(e)) => {
+            debug!(error = %e, "handshake failed");
+            return;
+        }
+        Err(_) => {
+            debug!("handshake timed out");
+            return;
+        }
+    };
+    let Some(binding) = quic::channel_binding(&connection) else {
+        warn!("no channel binding on an established connection");
+        connection.close(ErrorCode::INTERNAL.varint(), b"no channel binding");
+        return;
+    };
+    let info = Arc::new(ConnInfo {
+        remote: connection.remote_address(),
+        binding,
+        id: connection.stable_id(),
+    });
+    debug!(id = info.id, "connection established");
+    let mut streams = JoinSet::new();
+    let shutting_down = loop {
+        tokio::select! {
+            accepted = connection.accept_bi() => match accepted {
+                Ok((send, recv)) => {
+                    let span = debug_span!(
+                        "net.request",
+                        stream = %send.id(),
+                        kind = tracing::field::Empty,
+                    );
+                    streams.spawn(
+                        serve_stream(handler.clone(), info.clone(), config.clone(), send, recv)
+                            .instrument(span),
+                    );
+                }
+                Err(e) => {
+                    debug!(reason = %e, "connection closed");
+                    break false;
+                }
+            },
+            Some(_) = streams.join_next(), if !streams.is_empty() => {}
+            _ = shutdown.changed() => break true,
+        }
+    };
+    while streams.join_next().await.is_some() {}
+    if shutting_down {
+        connection.close(ErrorCode::SHUTDOWN.varint(), b"server shutting down");
+    }
+}
+
+async fn serve_stream<H: Handler>(
+    handler: Arc<H>,
+    info: Arc<ConnInfo>,
+    config: Arc<ServerConfig>,
+    mut send: SendStream,
+    mut recv: RecvStream,
+) {
+    let request = match read_request(&mut recv, &config).await {
+        Ok(request) => request,
+        Err(failure) => {
+            let code = match &failure {
+                ReadFailure::Wire(WireError::FrameTooLong { .. }) => ErrorCode::REQUEST_TOO_LARGE,
+                ReadFailure::Wire(_)
+                | ReadFailure::Truncated { .. }
+                | ReadFailure::TrailingBytes => ErrorCode::MALFORMED,
+                ReadFailure::Stalled => ErrorCode::TIMEOUT,
+                ReadFailure::Reset(_) | ReadFailure::Connection(_) | ReadFailure::Closed => {
+                    debug!(?failure, "request stream ended by the client");
+                    return;
+                }
+            };
+            debug!(?failure, %code, "bad request from the client");
+            let _ = recv.stop(code.varint());
+            let _ = send.reset(code.varint());
+            return;
+        }
+    };
+    tracing::Span::current().record("kind", request.name());
+    debug!(kind = request.name(), "request");
+    drop(recv);
+    match respond(&*handler, &info, &config, &mut send, request).await {
+        Ok(()) => {
+            let _ = send.finish();
+            // Stay until the client has acknowledged the whole answer, so that a graceful
+            // shutdown closes the connection only after every answer has arrived.
+            let _ = tokio::time::timeout(config.stall_timeout, send.stopped()).await;
+        }
+        Err(failure) => {
+            let code = match &failure {
+                WriteFailure::Stalled => Some(ErrorCode::TIMEOUT),
+                WriteFailure::Encode(e) => {
+                    warn!(error = %e, "handler answer breaks a bound");
+                    Some(ErrorCode::INTERNAL)
+                }
+                WriteFailure::Stopped(_) | WriteFailure::Connection(_) | WriteFailure::Closed => {
+                    None
+                }
+            };
+            debug!(?failure, "response not completed");
+            if let Some(code) = code {
+                let _ = send.reset(code.varint());
+            }
+        }
+    }
+}
+
+async fn read_request(
+    recv: &mut RecvStream,
+    config: &ServerConfig,
+) -> Result<Request, ReadFailure> {
+    let read = async {
+        let message = stream::read_frame(
+            recv,
+            MessageKind::Request,
+            MAX_REQUEST_LEN,
+            config.stall_timeout,
+        )
+        .await?;
+        let request = Request::decode(&message).map_err(ReadFailure::Wire)?;
+        stream::read_end(recv, config.stall_timeout).await?;
+        Ok(request)
+    };
+    tokio::time::timeout(config.request_timeout, read)
+        .await
+        .unwrap_or(Err(ReadFailure::Stalled))
+}
+
+async fn respond<H: Handler>(
+    handler: &H,
+    info: &ConnInfo,
+    config: &ServerConfig,
+    send: &mut SendStream,
+    request: Request,
+) -> Result<(), WriteFailure> {
+    let stall = config.stall_timeout;
+    match request {
+        Request::Challenge => {
+            let answer = match handler.challenge(info).await {
+                Ok(nonce) => Response::Nonce(nonce),
+                Err(refusal) => Response::Refused(refusal),
+            };
+            write_header(send, &answer, stall).await
+        }
+        Request::CheckIn(signed) => {
+            answer_signed(handler, info, SignedKind::CheckIn, signed, send, stall).await
+        }
+        Request::Report(signed) => {
+            answer_signed(handler, info, SignedKind::Report, signed, send, stall).await
+        }
+        Request::Enroll(signed) => {
+            answer_signed(handler, info, SignedKind::Enroll, signed, send, stall).await
+        }
+        Request::GetMetadata { name, max_len } => match handler.metadata(info, &name).await {
+            None => write_header(send, &Response::NotFound, stall).await,
+            Some(bytes) => match u32::try_from(bytes.len()) {
+                Ok(len) if len <= max_len => {
+                    let header = encode(&Response::Metadata { len })?;
+                    stream::write_with_body(send, header, bytes, stall).await
+                }
+                _ => {
+                    let refusal = Refusal::new(
+                        Refusal::TOO_LARGE,
+                        format!("{name} is {} bytes, over max_len {max_len}", bytes.len()),
+                    );
+                    write_header(send, &Response::Refused(refusal), stall).await
+                }
+            },
+        },
+        Request::GetBlobs { max_len, ids } => {
+            for id in ids {
+                let blob = handler.blob(info, &id).await;
+                match blob.and_then(|b| Some((u32::try_from(b.len()).ok()?, b))) {
+                    Some((len, bytes)) if len <= max_len => {
+                        let header = encode(&Response::Blob { id, len })?;
+                        stream::write_with_body(send, header, bytes, stall).await?;
+                    }
+                    _ => write_header(send, &Response::Missing { id }, stall).await?,
+                }
+            }
+            write_header(send, &Response::End, stall).await
+        }
+    }
+}
+
+async fn answer_signed<H: Handler>(
+    handler: &H,
+    info: &ConnInfo,
+    kind: SignedKind,
+    request: SignedRequest,
+    send: &mut SendStream,
+    stall: Duration,
+) -> Result<(), WriteFailure> {
+    let answer = match handler.signed(info, kind, request).await {
+        Ok(body) => Response::Signed(body),
+        Err(refusal) => Response::Refused(refusal),
+    };
+    write_header(send, &answer, stall).await
+}
+
+async fn write_header(
+    send: &mut SendStream,
+    response: &Response,
+    stall: Duration,
+) -> Result<(), WriteFailure> {
+    let frame = encode(response)?;
+    stream::write_chunks(send, &mut [Bytes::from(frame)], stall).await
+}
+
+fn encode(response: &Response) -> Result<Vec<u8>, WriteFailure> {
+    response.encode_frame().map_err(WriteFailure::Encode)
+}
