@@ -1,4 +1,8 @@
-//! `ota-origin` (see DESIGN.md §1).
+//! `ota-origin` (see DESIGN.md §1): the repository and director.
 //!
-//! Not implemented yet: the origin issue builds this program. The crate exists so that the workspace
-//! layout is fixed; it has no binary until the program does something real.
+//! - [`store`]: the catalog (SQLite or PostgreSQL) and the blob store (local directory or
+//!   S3-compatible bucket).
+//! - [`repository`]: the image repository the origin publishes.
+
+pub mod repository;
+pub mod store;

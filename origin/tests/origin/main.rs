@@ -1,0 +1,5 @@
+//! The integration tests of `ota-origin`: one test binary (one link step) for the crate.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod store;
