@@ -342,6 +342,8 @@ impl Scheduler {
             .flat_map(|s| {
                 s.in_flight
                     .iter()
+                    // A request already judged overdue has no deadline left.
+                    .filter(|(c, _)| !self.chunks[**c].passed_over.contains(&s.id))
                     .map(|(&c, &asked)| s.deadline(asked, self.chunks[c].need.len, &self.config))
             })
             .min()
@@ -435,6 +437,9 @@ impl Scheduler {
                 }
             }
         }
+        // In_flight is a HashMap: sort, so that the order (and so the run) does not depend on
+        // the hasher's seed.
+        overdue.sort_unstable();
         for (s, c) in overdue {
             // The request stays open (the bytes may still come), but the chunk is also asked
             // elsewhere, and the source gets a strike.
@@ -482,7 +487,8 @@ impl Scheduler {
 
     fn release_all(&mut self, s: usize) {
         let id = self.sources[s].id;
-        let chunks: Vec<usize> = self.sources[s].in_flight.drain().map(|(c, _)| c).collect();
+        let mut chunks: Vec<usize> = self.sources[s].in_flight.drain().map(|(c, _)| c).collect();
+        chunks.sort_unstable();
         for c in chunks {
             self.chunks[c].holders.retain(|h| *h != id);
             self.requeue(c);
