@@ -242,6 +242,44 @@ fn check(device: &DeviceFacts, release: &ReleaseFacts) -> Result<(), Ineligible>
     }
 }
 
+/// A device's check-in body (the signed request carries who and when; this says what it runs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckIn {
+    /// The release the device runs, if any.
+    pub installed: Option<ReleaseNumber>,
+}
+
+/// The director's answer to a check-in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum CheckInAnswer {
+    /// A signed offer (the envelope, as JSON).
+    Offer(serde_json::Value),
+    /// Nothing to install, and why (for the device's status).
+    NoOffer {
+        /// The reason, e.g. "device not yet in the rollout percentage".
+        reason: String,
+    },
+}
+
+/// A device's install report body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstallReport {
+    /// The release's channel.
+    pub channel: Channel,
+    /// The release.
+    pub release: ReleaseNumber,
+    /// Whether it installed and booted.
+    pub success: bool,
+    /// The error class of a failure (`download`, `verify`, `boot-check`, …).
+    pub error_class: Option<String>,
+}
+
+/// Largest check-in or report body the director parses.
+pub const MAX_BODY_LEN: usize = 16 * 1024;
+
 /// One artifact as the offer names it: exactly what the image repository must sign too.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

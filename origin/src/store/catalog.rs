@@ -746,6 +746,33 @@ impl Catalog {
             .collect()
     }
 
+    /// The artifact with target path `target` and, when given, SHA-256 `sha256`, of any
+    /// release (the HTTP mirror serves `artifacts/SHA256.NAME` this way). Releases that list
+    /// the same path and hash list the same bytes, so any of them serves; without a hash, the
+    /// artifact of the newest release that lists the path.
+    pub async fn artifact_by_target(
+        &self,
+        target: &str,
+        sha256: Option<&Sha256Hash>,
+    ) -> Result<Option<ArtifactRecord>, CatalogError> {
+        const OP: &str = "find artifact by target";
+        let row: Option<ArtifactRow> = on_backend!(&self.backend, |pool, _Db| {
+            sqlx::query_as(
+                "SELECT a.target, a.slot, a.length, a.sha256, a.blake3, a.chunk_index, \
+                 a.chunk_tree, a.chunk_count FROM artifacts a JOIN releases r \
+                 ON r.channel = a.channel AND r.number = a.number \
+                 WHERE a.target = $1 AND ($2 IS NULL OR a.sha256 = $2) \
+                 ORDER BY r.created_at DESC, a.number DESC, a.channel LIMIT 1",
+            )
+            .bind(target)
+            .bind(sha256.map(Sha256Hash::to_hex))
+            .fetch_optional(pool)
+            .await
+            .map_err(db(OP))?
+        });
+        row.map(|row| artifact_from_row(row, OP)).transpose()
+    }
+
     /// Moves a release from `expected` to `new` (compare-and-set, see
     /// [`CatalogTx::update_stage`]), in a transaction of its own.
     pub async fn update_stage(

@@ -2,4 +2,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod e2e;
+mod http;
 mod store;

@@ -1,0 +1,275 @@
+//! The director on the wire (DESIGN.md §2 layers 2 and 5): verifies signed requests and
+//! answers check-ins with director-signed offers, records install reports and runs the health
+//! gate.
+//!
+//! Request verification, in order (each refusal names its reason): the device's signature over
+//! the request kind, nonce, timestamp, **this connection's** TLS exporter value and body; the
+//! timestamp within the window; the device enrolled and not revoked (its handle is the keyed
+//! hash of the key that signed); the nonce issued on this connection, unexpired and unused
+//! (consumed atomically, so a replay loses).
+
+use ota_core::director::{
+    CheckIn, CheckInAnswer, Decision, DeviceHandle, InstallReport, MAX_BODY_LEN, Offer,
+    OfferedArtifact, ReleaseFacts, decide,
+};
+use ota_core::time::UnixTime;
+use ota_net::proto::{Refusal, SignedKind, SignedRequest};
+use ota_net::server::ConnInfo;
+
+use crate::lifecycle;
+use crate::metrics::Metrics;
+use crate::service::Origin;
+use crate::store::{DeviceRecord, NonceCheck, Report, ReportOutcome};
+
+/// Why a signed request was refused. The text is what the device sees.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestRefusal {
+    /// The signature does not verify over this connection's binding (tampered body, relayed
+    /// from another connection, or not the key it names).
+    #[error("bad signature")]
+    BadSignature,
+    /// The timestamp is outside the window.
+    #[error("timestamp {timestamp} outside the window around {now}")]
+    StaleTimestamp {
+        /// The request's timestamp.
+        timestamp: UnixTime,
+        /// The origin's time.
+        now: UnixTime,
+    },
+    /// No such device is enrolled.
+    #[error("unknown device")]
+    UnknownDevice,
+    /// The device's enrollment was revoked.
+    #[error("revoked device")]
+    RevokedDevice,
+    /// The nonce was never issued (or expired long ago).
+    #[error("unknown nonce")]
+    UnknownNonce,
+    /// The nonce was used already: a replay.
+    #[error("nonce already used")]
+    NonceReused,
+    /// The nonce expired.
+    #[error("nonce expired")]
+    NonceExpired,
+    /// The nonce was issued on another connection.
+    #[error("nonce issued on another connection")]
+    OtherConnection,
+    /// The body does not parse.
+    #[error("malformed body: {0}")]
+    Malformed(String),
+    /// Not offered on the wire.
+    #[error("{0}")]
+    NotSupported(&'static str),
+    /// The origin failed; the device may retry.
+    #[error("origin unavailable")]
+    Unavailable,
+}
+
+impl RequestRefusal {
+    /// The refusal on the wire.
+    pub fn to_wire(&self) -> Refusal {
+        let code = match self {
+            Self::Malformed(_) => Refusal::BAD_REQUEST,
+            Self::NotSupported(_) => Refusal::NOT_SUPPORTED,
+            Self::Unavailable => Refusal::UNAVAILABLE,
+            _ => Refusal::FORBIDDEN,
+        };
+        Refusal::new(code, self.to_string())
+    }
+}
+
+/// Verify a signed request on connection `conn`; returns the enrolled device.
+pub async fn verify_request(
+    origin: &Origin,
+    conn: &ConnInfo,
+    kind: SignedKind,
+    request: &SignedRequest,
+    now: UnixTime,
+) -> Result<DeviceRecord, RequestRefusal> {
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&request.device_key.0)
+        .map_err(|_| RequestRefusal::BadSignature)?;
+    let signature = ed25519_dalek::Signature::from_bytes(&request.signature.0);
+    let message = request.signing_bytes(kind, &conn.binding);
+    if key.is_weak() || key.verify_strict(&message, &signature).is_err() {
+        return Err(RequestRefusal::BadSignature);
+    }
+    let window = origin.dir.config.request_window_secs;
+    if (request.timestamp.0 - now.0).abs() > window {
+        return Err(RequestRefusal::StaleTimestamp {
+            timestamp: request.timestamp,
+            now,
+        });
+    }
+    let handle = DeviceHandle::derive(&origin.keys.handle, &request.device_key.0);
+    let device = origin
+        .catalog
+        .device(&handle)
+        .await
+        .map_err(|e| unavailable(&e))?
+        .ok_or(RequestRefusal::UnknownDevice)?;
+    if device.public_key != request.device_key.0 {
+        return Err(RequestRefusal::UnknownDevice);
+    }
+    if device.revoked_at.is_some() {
+        return Err(RequestRefusal::RevokedDevice);
+    }
+    match origin
+        .catalog
+        .consume_nonce(&request.nonce.0, &conn.binding.0, now)
+        .await
+        .map_err(|e| unavailable(&e))?
+    {
+        NonceCheck::Accept => Ok(device),
+        NonceCheck::Unknown => Err(RequestRefusal::UnknownNonce),
+        NonceCheck::AlreadyUsed => Err(RequestRefusal::NonceReused),
+        NonceCheck::Expired => Err(RequestRefusal::NonceExpired),
+        NonceCheck::OtherConnection => Err(RequestRefusal::OtherConnection),
+    }
+}
+
+fn unavailable(error: &dyn std::fmt::Display) -> RequestRefusal {
+    tracing::error!(target: "origin.director", %error, "catalog failed");
+    RequestRefusal::Unavailable
+}
+
+/// Answer a verified check-in.
+pub async fn check_in(
+    origin: &Origin,
+    device: &DeviceRecord,
+    nonce: [u8; 32],
+    body: &[u8],
+    now: UnixTime,
+) -> Result<CheckInAnswer, RequestRefusal> {
+    let check_in: CheckIn = parse_body(body)?;
+    if device.installed != check_in.installed {
+        origin
+            .catalog
+            .set_installed(&device.handle, check_in.installed)
+            .await
+            .map_err(|e| unavailable(&e))?;
+    }
+    let mut facts = device.facts();
+    facts.installed = check_in.installed;
+    let mut releases = origin
+        .catalog
+        .releases(Some(&device.channel))
+        .await
+        .map_err(|e| unavailable(&e))?;
+    // The newest release the device may have wins.
+    releases.sort_by_key(|r| std::cmp::Reverse(r.number));
+    let mut first_reason = None;
+    for release in &releases {
+        let release_facts = ReleaseFacts {
+            channel: release.channel.clone(),
+            number: release.number,
+            models: release.models.clone(),
+            min_installed: release.min_installed,
+            stage: release.stage,
+            attestation: ota_core::director::AttestationPolicy::Off,
+        };
+        match decide(&facts, &release_facts) {
+            Decision::Offer => {
+                let offer = make_offer(origin, device, release, nonce, now).await?;
+                Metrics::inc(&origin.metrics.offers);
+                return Ok(CheckInAnswer::Offer(offer));
+            }
+            Decision::NoOffer(reason) => {
+                first_reason.get_or_insert(reason);
+            }
+        }
+    }
+    Ok(CheckInAnswer::NoOffer {
+        reason: first_reason.map_or_else(
+            || "no release on this channel".to_string(),
+            |r| r.to_string(),
+        ),
+    })
+}
+
+async fn make_offer(
+    origin: &Origin,
+    device: &DeviceRecord,
+    release: &crate::store::ReleaseRecord,
+    nonce: [u8; 32],
+    now: UnixTime,
+) -> Result<serde_json::Value, RequestRefusal> {
+    let artifacts = origin
+        .catalog
+        .artifacts(&release.channel, release.number)
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let offer = Offer {
+        type_: "offer".into(),
+        handle: device.handle,
+        nonce,
+        issued_at: now,
+        expires: now.plus_secs(origin.dir.config.offer_expiry_secs),
+        channel: release.channel.clone(),
+        release: release.number,
+        manifest: release.manifest_target.clone(),
+        artifacts: artifacts
+            .into_iter()
+            .map(|a| OfferedArtifact {
+                target: a.target,
+                length: a.length,
+                sha256: a.sha256,
+                blake3: a.blake3,
+                slot: a.slot,
+            })
+            .collect(),
+        stage: release.stage,
+    };
+    let bytes = offer.sign(&[&origin.keys.director]);
+    serde_json::from_slice(&bytes).map_err(|e| unavailable(&e))
+}
+
+/// Record a verified install report and run the health gate of its release.
+pub async fn report(
+    origin: &Origin,
+    device: &DeviceRecord,
+    body: &[u8],
+    now: UnixTime,
+) -> Result<(), RequestRefusal> {
+    let report: InstallReport = parse_body(body)?;
+    origin
+        .catalog
+        .record_report(&Report {
+            channel: report.channel.clone(),
+            number: report.release,
+            handle: device.handle,
+            outcome: if report.success {
+                ReportOutcome::Success
+            } else {
+                ReportOutcome::Failure
+            },
+            error_class: report.error_class.clone(),
+            at: now,
+        })
+        .await
+        .map_err(|e| RequestRefusal::Malformed(e.to_string()))?;
+    Metrics::inc(&origin.metrics.reports);
+    if report.success {
+        origin
+            .catalog
+            .set_installed(&device.handle, Some(report.release))
+            .await
+            .map_err(|e| unavailable(&e))?;
+    }
+    match lifecycle::health_gate(origin, &report.channel, report.release, now).await {
+        Ok((_, true)) => Metrics::inc(&origin.metrics.health_halts),
+        Ok(_) => {}
+        Err(error) => tracing::warn!(target: "origin.director", %error, "health gate failed"),
+    }
+    Ok(())
+}
+
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, RequestRefusal> {
+    if body.len() > MAX_BODY_LEN {
+        return Err(RequestRefusal::Malformed(format!(
+            "body of {} bytes over the {MAX_BODY_LEN}-byte cap",
+            body.len()
+        )));
+    }
+    serde_json::from_slice(body).map_err(|e| RequestRefusal::Malformed(e.to_string()))
+}

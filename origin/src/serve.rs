@@ -1,0 +1,195 @@
+//! `ota-origin serve`: the QUIC protocol (`enigm-ota/1`) for devices and caches, the HTTP
+//! mirror and admin API, and the timestamp refresher.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ota_core::digest::ChunkId;
+use ota_core::time::UnixTime;
+use ota_net::proto::{MAX_BLOB_LEN, Nonce, Refusal, SignedKind, SignedRequest};
+use ota_net::server::{ConnInfo, Handler};
+
+use crate::director::{self, RequestRefusal};
+use crate::metrics::Metrics;
+use crate::repository::Repository;
+use crate::service::Origin;
+use crate::store::MetadataFile;
+
+/// The origin's answer to the wire protocol.
+#[derive(Debug)]
+pub struct OriginHandler {
+    origin: Arc<Origin>,
+    clock: fn() -> UnixTime,
+}
+
+impl OriginHandler {
+    /// A handler that reads the time from `clock`.
+    pub fn new(origin: Arc<Origin>, clock: fn() -> UnixTime) -> Self {
+        Self { origin, clock }
+    }
+}
+
+impl Handler for OriginHandler {
+    async fn challenge(&self, conn: &ConnInfo) -> Result<Nonce, Refusal> {
+        let mut nonce = [0u8; 32];
+        rand_core::RngCore::try_fill_bytes(&mut rand_core::OsRng, &mut nonce)
+            .map_err(|_| RequestRefusal::Unavailable.to_wire())?;
+        let now = (self.clock)();
+        let expires = now.plus_secs(self.origin.dir.config.nonce_expiry_secs);
+        self.origin
+            .catalog
+            .issue_nonce(&nonce, &conn.binding.0, now, expires)
+            .await
+            .map_err(|error| {
+                tracing::error!(target: "origin.serve", %error, "cannot store nonce");
+                RequestRefusal::Unavailable.to_wire()
+            })?;
+        Metrics::inc(&self.origin.metrics.challenges);
+        Ok(Nonce(nonce))
+    }
+
+    async fn signed(
+        &self,
+        conn: &ConnInfo,
+        kind: SignedKind,
+        request: SignedRequest,
+    ) -> Result<Vec<u8>, Refusal> {
+        let now = (self.clock)();
+        let origin = &self.origin;
+        let refused = |refusal: RequestRefusal| {
+            Metrics::inc(&origin.metrics.requests_refused);
+            tracing::info!(target: "origin.serve", remote = %conn.remote, ?kind, %refusal, "request refused");
+            refusal.to_wire()
+        };
+        if kind == SignedKind::Enroll {
+            return Err(refused(RequestRefusal::NotSupported(
+                "enrollment is done by an operator (ota-origin device enroll)",
+            )));
+        }
+        let device = director::verify_request(origin, conn, kind, &request, now)
+            .await
+            .map_err(refused)?;
+        match kind {
+            SignedKind::CheckIn => {
+                Metrics::inc(&origin.metrics.checkins);
+                let answer =
+                    director::check_in(origin, &device, request.nonce.0, &request.body, now)
+                        .await
+                        .map_err(refused)?;
+                tracing::info!(target: "origin.serve", handle = %device.handle, offer = matches!(answer, ota_core::director::CheckInAnswer::Offer(_)), "check-in");
+                serde_json::to_vec(&answer).map_err(|_| refused(RequestRefusal::Unavailable))
+            }
+            SignedKind::Report => {
+                director::report(origin, &device, &request.body, now)
+                    .await
+                    .map_err(refused)?;
+                Ok(b"{}".to_vec())
+            }
+            _ => Err(refused(RequestRefusal::NotSupported(
+                "unknown request kind",
+            ))),
+        }
+    }
+
+    async fn metadata(&self, _conn: &ConnInfo, name: &str) -> Option<Bytes> {
+        let file = self.origin.catalog.metadata(name).await.ok()??;
+        Metrics::inc(&self.origin.metrics.metadata_served);
+        Some(Bytes::from(file.bytes))
+    }
+
+    async fn blob(&self, _conn: &ConnInfo, id: &ChunkId) -> Option<Bytes> {
+        match self
+            .origin
+            .blobs
+            .get_verified(id, u64::from(MAX_BLOB_LEN))
+            .await
+        {
+            Ok(Some(bytes)) => {
+                Metrics::inc(&self.origin.metrics.blobs_served);
+                Metrics::add(&self.origin.metrics.blob_bytes_served, bytes.len() as u64);
+                Some(bytes)
+            }
+            Ok(None) => None,
+            Err(error) => {
+                // A damaged blob is never served; the device asks elsewhere.
+                tracing::error!(target: "origin.serve", %id, %error, "blob not served");
+                None
+            }
+        }
+    }
+}
+
+/// Load the published image repository from the catalog.
+pub async fn load_repository(origin: &Origin) -> anyhow::Result<Repository> {
+    let root = origin.dir.read("root.json")?;
+    let mut files = std::collections::BTreeMap::new();
+    if let Some(timestamp) = origin.catalog.metadata("timestamp.json").await? {
+        for role in ["snapshot", "targets", "release"] {
+            if let Some(file) = origin.catalog.latest_metadata(role).await? {
+                files.insert(file.name.clone(), file.bytes);
+            }
+        }
+        files.insert("timestamp.json".to_string(), timestamp.bytes);
+    }
+    Ok(Repository::load(&root, |name| files.get(name).cloned())?)
+}
+
+/// Re-sign the timestamp when less than half its lifetime is left. Returns whether it did.
+pub async fn refresh_timestamp(origin: &Origin, now: UnixTime) -> anyhow::Result<bool> {
+    let repo = load_repository(origin).await?;
+    let Some(expires) = repo.timestamp_expires() else {
+        return Ok(false);
+    };
+    let lifetime = origin.dir.config.timestamp_expiry_secs;
+    if expires.0 - now.0 > lifetime / 2 {
+        return Ok(false);
+    }
+    let Some(snapshot) = origin.catalog.latest_metadata("snapshot").await? else {
+        return Ok(false);
+    };
+    let (set, next) = repo.refresh_timestamp(
+        &origin.keys.online,
+        origin.dir.config.online_expiry(),
+        now,
+        &snapshot.bytes,
+    )?;
+    let bytes = set
+        .files
+        .get("timestamp.json")
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("refresh produced no timestamp"))?;
+    let version = timestamp_version(&bytes)?;
+    origin
+        .catalog
+        .publish(
+            &[MetadataFile {
+                name: "timestamp.json".into(),
+                role: "timestamp".into(),
+                version,
+                bytes,
+            }],
+            now,
+        )
+        .await?;
+    tracing::info!(target: "origin.serve", version, expires = %next.timestamp_expires().unwrap_or(now), "timestamp refreshed");
+    Ok(true)
+}
+
+/// The version inside a timestamp file.
+pub fn timestamp_version(bytes: &[u8]) -> anyhow::Result<u64> {
+    let envelope =
+        ota_core::tuf::metadata::Envelope::parse("timestamp", "timestamp.json", bytes, 16 * 1024)?;
+    let timestamp: ota_core::tuf::metadata::Timestamp = envelope.role()?;
+    Ok(timestamp.common.version)
+}
+
+/// Run the timestamp refresher until the task is dropped.
+pub async fn timestamp_task(origin: Arc<Origin>, clock: fn() -> UnixTime, every: Duration) {
+    loop {
+        if let Err(error) = refresh_timestamp(&origin, clock()).await {
+            tracing::warn!(target: "origin.serve", %error, "timestamp refresh failed");
+        }
+        tokio::time::sleep(every).await;
+    }
+}

@@ -1,0 +1,551 @@
+//! `ota-origin` as a real process: keys, init, release create / register / validate /
+//! promote, device enrollment, and `serve` answering a device over QUIC — plus every attack
+//! on signed requests, each asserting the exact refusal.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use ed25519_dalek::Signer as _;
+use ota_core::director::{CheckIn, CheckInAnswer, DeviceHandle, Offer, OfferExpectation};
+use ota_core::time::UnixTime;
+use ota_core::tuf::enigm::ReleaseNumber;
+use ota_core::tuf::metadata::{
+    Common, Envelope, ReleaseAuthority, RoleKeys, Root, Signature, sign_role,
+};
+use ota_core::tuf::{InMemoryKey, Key};
+use ota_net::client::{Answer, Client};
+use ota_net::proto::{DeviceKey, SignedKind, SignedRequest, signing_bytes};
+use ota_net::quic::CertPin;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ota-origin");
+
+fn origin(args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run ota-origin")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = origin(args);
+    assert!(
+        out.status.success(),
+        "ota-origin {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn refused(args: &[&str]) -> String {
+    let out = origin(args);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{args:?} should be refused: {out:?}"
+    );
+    String::from_utf8(out.stderr).unwrap()
+}
+
+fn now() -> UnixTime {
+    UnixTime(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64,
+    )
+}
+
+/// The offline side of a ceremony: root and director root, with the origin's online keys.
+struct Authorities {
+    root_key: InMemoryKey,
+    targets: InMemoryKey,
+    release: InMemoryKey,
+}
+
+fn role(keys: &[&Key], threshold: u64) -> RoleKeys {
+    RoleKeys {
+        keyids: keys.iter().map(|k| k.key_id()).collect(),
+        threshold,
+        extra: BTreeMap::new(),
+    }
+}
+
+fn key_of(json: &serde_json::Value) -> Key {
+    serde_json::from_value(json.clone()).unwrap()
+}
+
+fn make_roots(a: &Authorities, online: &serde_json::Value, dir: &Path) -> (PathBuf, PathBuf) {
+    let expires = now().plus_secs(365 * 86_400);
+    let (snapshot, timestamp, director) = (
+        key_of(&online["snapshot"]),
+        key_of(&online["timestamp"]),
+        key_of(&online["director"]),
+    );
+    let root_pub = a.root_key.public();
+    let targets_pub = a.targets.public();
+    let release_pub = a.release.public();
+    let keys = |list: &[&Key]| list.iter().map(|k| (k.key_id(), (*k).clone())).collect();
+    let root = Root {
+        common: Common::new("root", 1, expires),
+        consistent_snapshot: true,
+        keys: keys(&[&root_pub, &targets_pub, &snapshot, &timestamp]),
+        roles: BTreeMap::from([
+            ("root".into(), role(&[&root_pub], 1)),
+            ("targets".into(), role(&[&targets_pub], 1)),
+            ("snapshot".into(), role(&[&snapshot], 1)),
+            ("timestamp".into(), role(&[&timestamp], 1)),
+        ]),
+        release_authority: Some(ReleaseAuthority {
+            keys: keys(&[&release_pub]),
+            keyids: vec![release_pub.key_id()],
+            threshold: 1,
+        }),
+        extra: BTreeMap::new(),
+    };
+    let director_root = Root {
+        common: Common::new("root", 1, expires),
+        consistent_snapshot: true,
+        keys: keys(&[&root_pub, &director]),
+        roles: BTreeMap::from([
+            ("root".into(), role(&[&root_pub], 1)),
+            ("targets".into(), role(&[&director], 1)),
+            ("snapshot".into(), role(&[&director], 1)),
+            ("timestamp".into(), role(&[&director], 1)),
+        ]),
+        release_authority: None,
+        extra: BTreeMap::new(),
+    };
+    let root_path = dir.join("root.json");
+    let director_path = dir.join("director-root.json");
+    std::fs::write(&root_path, sign_role(&root, &[&a.root_key])).unwrap();
+    std::fs::write(&director_path, sign_role(&director_root, &[&a.root_key])).unwrap();
+    (root_path, director_path)
+}
+
+/// What `ota-sign sign` does to a request: one signature over the canonical `signed`.
+fn cosign(request: &Path, role: &str, key: &InMemoryKey, out: &Path) {
+    let bytes = std::fs::read(request).unwrap();
+    let mut envelope = Envelope::parse(role, "request", &bytes, 1 << 24).unwrap();
+    let sig = key.sign(envelope.canonical_signed());
+    envelope.add_signature(Signature {
+        keyid: key.public().key_id(),
+        sig: hex::encode(sig),
+    });
+    std::fs::write(out, envelope.to_bytes()).unwrap();
+}
+
+struct Served {
+    child: Child,
+    quic: std::net::SocketAddr,
+    pin: CertPin,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(data: &Path) -> Served {
+    let ready = data.join("ready.json");
+    let _ = std::fs::remove_file(&ready);
+    let mut child = Command::new(BIN)
+        .args(["serve", "--data"])
+        .arg(data)
+        .args(["--listen", "127.0.0.1:0", "--ready-file"])
+        .arg(&ready)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("ota-origin serve exited: {status}");
+        }
+        if let Ok(text) = std::fs::read_to_string(&ready) {
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            return Served {
+                child,
+                quic: v["quic"].as_str().unwrap().parse().unwrap(),
+                pin: v["pin"].as_str().unwrap().parse().unwrap(),
+            };
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("ota-origin serve did not become ready");
+}
+
+/// A device: its key, and how it signs requests.
+struct Device {
+    key: ed25519_dalek::SigningKey,
+}
+
+impl Device {
+    fn new(seed: u8) -> Self {
+        Self {
+            key: ed25519_dalek::SigningKey::from_bytes(&[seed; 32]),
+        }
+    }
+
+    fn public_hex(&self) -> String {
+        hex::encode(self.key.verifying_key().as_bytes())
+    }
+
+    /// A signed request bound to `client`'s connection.
+    fn sign(
+        &self,
+        client: &Client,
+        kind: SignedKind,
+        nonce: ota_net::proto::Nonce,
+        timestamp: UnixTime,
+        body: Vec<u8>,
+    ) -> SignedRequest {
+        let device_key = DeviceKey(self.key.verifying_key().to_bytes());
+        let message = signing_bytes(
+            kind,
+            &device_key,
+            &nonce,
+            timestamp,
+            &client.channel_binding(),
+            &body,
+        );
+        SignedRequest {
+            device_key,
+            nonce,
+            timestamp,
+            body,
+            signature: ota_net::proto::Signature(self.key.sign(&message).to_bytes()),
+        }
+    }
+}
+
+fn check_in_body(installed: Option<u64>) -> Vec<u8> {
+    serde_json::to_vec(&CheckIn {
+        installed: installed.map(ReleaseNumber),
+    })
+    .unwrap()
+}
+
+async fn refusal(client: &Client, request: SignedRequest) -> String {
+    match client.signed(SignedKind::CheckIn, request).await.unwrap() {
+        Answer::Refused(refusal) => refusal.reason,
+        Answer::Signed(body) => panic!("accepted: {}", String::from_utf8_lossy(&body)),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_lifecycle_and_signed_requests_over_quic() {
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("origin");
+    let data_s = data.to_str().unwrap();
+
+    // Ceremony: the origin's online keys go into root and director root.
+    let online: serde_json::Value = serde_json::from_str(&ok(&["keys", "--data", data_s])).unwrap();
+    let authorities = Authorities {
+        root_key: InMemoryKey::ed25519_from_seed([1; 32]),
+        targets: InMemoryKey::p256_from_scalar([2; 32]).unwrap(),
+        release: InMemoryKey::ed25519_from_seed([3; 32]),
+    };
+    let (root, director_root) = make_roots(&authorities, &online, temp.path());
+    ok(&[
+        "init",
+        "--data",
+        data_s,
+        "--root",
+        root.to_str().unwrap(),
+        "--director-root",
+        director_root.to_str().unwrap(),
+    ]);
+
+    // A build: 3 MiB of bytes.
+    let image = temp.path().join("system.img");
+    let mut bytes = vec![0u8; 3 << 20];
+    blake3::Hasher::new()
+        .update(b"image")
+        .finalize_xof()
+        .fill(&mut bytes);
+    std::fs::write(&image, &bytes).unwrap();
+    let create = [
+        "release",
+        "create",
+        "--data",
+        data_s,
+        "--channel",
+        "stable",
+        "--release",
+        "1",
+        "--version",
+        "2026.11.1",
+        "--model",
+        "enigm-one",
+    ];
+    let artifact = format!("system={}", image.display());
+    ok(&[&create[..], &["--artifact", &artifact]].concat());
+    // A release number that does not rise is refused.
+    let again = refused(&[&create[..], &["--artifact", &artifact]].concat());
+    assert!(again.contains("release number 1 does not rise"), "{again}");
+
+    // The authorities sign; register refuses metadata signed by the wrong authority first.
+    let requests = data.join("requests/stable/1");
+    let (signed_release, signed_targets) = (
+        temp.path().join("release.signed"),
+        temp.path().join("targets.signed"),
+    );
+    cosign(
+        &requests.join("release.request.json"),
+        "release",
+        &authorities.targets,
+        &signed_release,
+    );
+    cosign(
+        &requests.join("targets.request.json"),
+        "targets",
+        &authorities.targets,
+        &signed_targets,
+    );
+    let register = |release: &Path, targets: &Path| {
+        vec![
+            "release".to_string(),
+            "register".into(),
+            "--data".into(),
+            data_s.into(),
+            "--channel".into(),
+            "stable".into(),
+            "--release".into(),
+            "1".into(),
+            "--signed-release".into(),
+            release.display().to_string(),
+            "--signed-targets".into(),
+            targets.display().to_string(),
+        ]
+    };
+    let args = register(&signed_release, &signed_targets);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let wrong = refused(&args);
+    assert!(
+        wrong.contains("release: 0 valid signature(s) from distinct keys, 1 needed"),
+        "{wrong}"
+    );
+    cosign(
+        &requests.join("release.request.json"),
+        "release",
+        &authorities.release,
+        &signed_release,
+    );
+    ok(&args);
+
+    let id = ["--data", data_s, "--channel", "stable", "--release", "1"];
+    // A draft cannot be promoted before validation.
+    let early = refused(&[&["release", "promote"][..], &id, &["--stable"]].concat());
+    assert!(
+        early.contains("a draft must pass validation first"),
+        "{early}"
+    );
+    let validated = ok(&[&["release", "validate"][..], &id].concat());
+    assert!(validated.contains("validated"), "{validated}");
+    ok(&[&["release", "promote"][..], &id, &["--stable"]].concat());
+
+    // Devices: one enrolled, one enrolled then revoked, one never enrolled.
+    let (good, revoked, stranger) = (Device::new(10), Device::new(11), Device::new(12));
+    let handle = ok(&[
+        "device",
+        "enroll",
+        "--data",
+        data_s,
+        "--public-key",
+        &good.public_hex(),
+        "--channel",
+        "stable",
+        "--model",
+        "enigm-one",
+    ]);
+    let handle = DeviceHandle(hex::decode(handle.trim()).unwrap().try_into().unwrap());
+    ok(&[
+        "device",
+        "enroll",
+        "--data",
+        data_s,
+        "--public-key",
+        &revoked.public_hex(),
+        "--channel",
+        "stable",
+        "--model",
+        "enigm-one",
+    ]);
+    ok(&[
+        "device",
+        "revoke",
+        "--data",
+        data_s,
+        "--public-key",
+        &revoked.public_hex(),
+    ]);
+
+    let served = serve(&data);
+    let client = Client::connect(served.quic, served.pin).await.unwrap();
+
+    // The metadata a device needs is served over QUIC.
+    let timestamp = client.metadata("timestamp.json", 16 * 1024).await.unwrap();
+    assert!(timestamp.is_some());
+
+    // A valid check-in gets an offer that verifies against the director root.
+    let nonce = client.challenge().await.unwrap();
+    let request = good.sign(
+        &client,
+        SignedKind::CheckIn,
+        nonce,
+        now(),
+        check_in_body(None),
+    );
+    let Answer::Signed(body) = client
+        .signed(SignedKind::CheckIn, request.clone())
+        .await
+        .unwrap()
+    else {
+        panic!("check-in refused")
+    };
+    let answer: CheckInAnswer = serde_json::from_slice(&body).unwrap();
+    let CheckInAnswer::Offer(offer) = answer else {
+        panic!("no offer: {answer:?}")
+    };
+    let director: Root = Envelope::parse(
+        "root",
+        "d",
+        &std::fs::read(&director_root).unwrap(),
+        1 << 20,
+    )
+    .unwrap()
+    .role()
+    .unwrap();
+    let offer = Offer::verify(
+        &serde_json::to_vec(&offer).unwrap(),
+        &director,
+        OfferExpectation {
+            handle: &handle,
+            nonce: &nonce.0,
+            installed: None,
+            now: now(),
+        },
+    )
+    .unwrap();
+    assert_eq!(offer.release, ReleaseNumber(1));
+    assert_eq!(offer.artifacts[0].length, 3 << 20);
+    // The chunk index named by the release is served as a blob.
+    let index_id: ota_core::digest::ChunkId = {
+        let artifacts: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(requests.join("artifacts.json")).unwrap())
+                .unwrap();
+        artifacts[0]["chunks"]["chunk_index"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let mut blobs = client.blobs(vec![index_id], 1 << 20).await.unwrap();
+    let (served_id, blob) = blobs.next().await.unwrap().unwrap();
+    assert_eq!(served_id, index_id);
+    assert_eq!(ota_core::digest::ChunkId::of(&blob.unwrap()), index_id);
+
+    // Attack: the same signed check-in replayed.
+    assert_eq!(
+        refusal(&client, request.clone()).await,
+        "nonce already used"
+    );
+
+    // Attack: a nonce issued on another connection.
+    let other = Client::connect(served.quic, served.pin).await.unwrap();
+    let foreign_nonce = other.challenge().await.unwrap();
+    let request = good.sign(
+        &client,
+        SignedKind::CheckIn,
+        foreign_nonce,
+        now(),
+        check_in_body(None),
+    );
+    assert_eq!(
+        refusal(&client, request).await,
+        "nonce issued on another connection"
+    );
+
+    // Attack: a request signed for another connection's binding (relayed).
+    let nonce = client.challenge().await.unwrap();
+    let relayed = good.sign(
+        &other,
+        SignedKind::CheckIn,
+        nonce,
+        now(),
+        check_in_body(None),
+    );
+    assert_eq!(refusal(&client, relayed).await, "bad signature");
+
+    // Attack: a tampered body.
+    let nonce = client.challenge().await.unwrap();
+    let mut tampered = good.sign(
+        &client,
+        SignedKind::CheckIn,
+        nonce,
+        now(),
+        check_in_body(None),
+    );
+    tampered.body = check_in_body(Some(0));
+    assert_eq!(refusal(&client, tampered).await, "bad signature");
+
+    // Attack: a stale timestamp.
+    let nonce = client.challenge().await.unwrap();
+    let stale = good.sign(
+        &client,
+        SignedKind::CheckIn,
+        nonce,
+        now().plus_secs(-3600),
+        check_in_body(None),
+    );
+    let reason = refusal(&client, stale).await;
+    assert!(
+        reason.starts_with("timestamp ") && reason.contains("outside the window"),
+        "{reason}"
+    );
+
+    // Attack: an unknown device and a revoked one.
+    for (device, expected) in [(&stranger, "unknown device"), (&revoked, "revoked device")] {
+        let nonce = client.challenge().await.unwrap();
+        let request = device.sign(
+            &client,
+            SignedKind::CheckIn,
+            nonce,
+            now(),
+            check_in_body(None),
+        );
+        assert_eq!(refusal(&client, request).await, expected);
+    }
+
+    // Halting stops new offers at once.
+    ok(&[
+        &["release", "halt"][..],
+        &id,
+        &["--reason", "field reports"],
+    ]
+    .concat());
+    let nonce = client.challenge().await.unwrap();
+    let request = good.sign(
+        &client,
+        SignedKind::CheckIn,
+        nonce,
+        now(),
+        check_in_body(None),
+    );
+    let Answer::Signed(body) = client.signed(SignedKind::CheckIn, request).await.unwrap() else {
+        panic!("refused")
+    };
+    assert_eq!(
+        serde_json::from_slice::<CheckInAnswer>(&body).unwrap(),
+        CheckInAnswer::NoOffer {
+            reason: "release rollout halted".into()
+        }
+    );
+    drop(served);
+}
