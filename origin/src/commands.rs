@@ -199,6 +199,21 @@ pub async fn create_release(
         .catalog
         .insert_release(&record, &artifacts, &blob_records, now)
         .await?;
+    crate::audit::record(
+        origin,
+        ota_sign::audit::Action::Transition,
+        serde_json::json!({
+            "step": "created",
+            "actor": "operator",
+            "channel": create.channel.0,
+            "release": create.number.0,
+            "version": create.version,
+            "artifacts": files.iter().map(|f| serde_json::json!({
+                "target": f.target, "length": f.length, "sha256": f.sha256,
+            })).collect::<Vec<_>>(),
+        }),
+        now,
+    )?;
     Ok(dir)
 }
 
@@ -347,8 +362,20 @@ pub async fn register_release(
             bytes,
         });
     }
-    let names = published.iter().map(|f| f.name.clone()).collect();
+    let names: Vec<String> = published.iter().map(|f| f.name.clone()).collect();
     origin.catalog.publish(&published, now).await?;
+    crate::audit::record(
+        origin,
+        ota_sign::audit::Action::Transition,
+        serde_json::json!({
+            "step": "registered",
+            "actor": "operator",
+            "channel": channel.0,
+            "release": number.0,
+            "published": names,
+        }),
+        now,
+    )?;
     Ok(names)
 }
 
@@ -473,6 +500,15 @@ pub async fn validate_release(
         release.health.min_sample > 0 && release.health.max_failure_basis_points < 10_000,
         Refused("the health gate would never halt this release".to_string())
     );
-    lifecycle::apply(origin, channel, number, Command::Validated, None, now).await?;
+    lifecycle::apply(
+        origin,
+        channel,
+        number,
+        Command::Validated,
+        None,
+        "operator",
+        now,
+    )
+    .await?;
     Ok(report)
 }

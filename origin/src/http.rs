@@ -187,6 +187,7 @@ impl From<LifecycleError> for HttpError {
                 Self::new(StatusCode::CONFLICT, error.to_string())
             }
             LifecycleError::Catalog(error) => error.into(),
+            LifecycleError::Audit(_) => Self::internal("audit log failure", &error),
         }
     }
 }
@@ -689,9 +690,17 @@ async fn command_release(
         release = number.0
     );
     async move {
-        let stage = lifecycle::apply(&origin, &channel, number, command, reason.as_deref(), now())
-            .await
-            .inspect_err(|e| tracing::info!(error = %e, "refused"))?;
+        let stage = lifecycle::apply(
+            &origin,
+            &channel,
+            number,
+            command,
+            reason.as_deref(),
+            "admin-api",
+            now(),
+        )
+        .await
+        .inspect_err(|e| tracing::info!(error = %e, "refused"))?;
         tracing::info!(stage = %stage, actor = "admin-api", "applied");
         let release = find_release(&origin, &channel, number).await?;
         Ok(Json(release_view(&origin, release, false).await?))

@@ -27,18 +27,23 @@ pub enum LifecycleError {
     /// A security promotion of a release whose manifest does not say security.
     #[error("release {0} is not marked as a security release in its manifest")]
     NotSecurity(u64),
+    /// The audit log could not be written (the stage did change).
+    #[error("audit log: {0}")]
+    Audit(String),
     /// The catalog failed (or another operator moved the release first).
     #[error(transparent)]
     Catalog(#[from] CatalogError),
 }
 
-/// Apply `command` to a release; returns the new stage.
+/// Apply `command` to a release on behalf of `actor` (`operator`, `admin-api`, `health-gate`);
+/// returns the new stage. The step is appended to the audit log.
 pub async fn apply(
     origin: &Origin,
     channel: &Channel,
     number: ReleaseNumber,
     command: Command,
     reason: Option<&str>,
+    actor: &str,
     now: UnixTime,
 ) -> Result<Stage, LifecycleError> {
     let release = origin
@@ -59,6 +64,18 @@ pub async fn apply(
         .catalog
         .update_stage(channel, number, release.stage, next, halted_reason, now)
         .await?;
+    let details = serde_json::json!({
+        "step": "stage",
+        "actor": actor,
+        "channel": channel.0,
+        "release": number.0,
+        "command": command,
+        "from": release.stage,
+        "to": next,
+        "reason": halted_reason,
+    });
+    crate::audit::record(origin, ota_sign::audit::Action::Transition, details, now)
+        .map_err(|e| LifecycleError::Audit(format!("{e:#}")))?;
     tracing::info!(
         target: "origin.lifecycle",
         channel = %channel.0,
@@ -104,7 +121,17 @@ pub async fn health_gate(
         ),
         _ => "health gate".to_string(),
     };
-    match apply(origin, channel, number, command, Some(&reason), now).await {
+    match apply(
+        origin,
+        channel,
+        number,
+        command,
+        Some(&reason),
+        "health-gate",
+        now,
+    )
+    .await
+    {
         Ok(_) => Ok((health, true)),
         // Another report halted it first: the gate's work is done.
         Err(LifecycleError::Catalog(CatalogError::StaleStage { .. })) => Ok((health, false)),

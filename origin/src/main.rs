@@ -54,6 +54,15 @@ enum Top {
     Device(DeviceCmd),
     /// Serve the repository and director over QUIC, the TUF mirror over HTTP and the admin API.
     Serve(ServeArgs),
+    /// Verify the origin's audit log (hash chain, order, completeness, signatures).
+    #[command(subcommand)]
+    Audit(AuditCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCmd {
+    /// Check every entry of DATA/audit.jsonl; exit 1 naming each problem.
+    Verify(DataArg),
 }
 
 #[derive(Debug, Args)]
@@ -330,6 +339,13 @@ async fn run(command: Top) -> anyhow::Result<()> {
         Top::Release(cmd) => release(cmd).await,
         Top::Device(cmd) => device(cmd).await,
         Top::Serve(args) => serve(args).await,
+        Top::Audit(AuditCmd::Verify(args)) => match ota_origin::audit::verify(&args.data)? {
+            Ok(entries) => {
+                println!("audit log intact: {entries} entries");
+                Ok(())
+            }
+            Err(problems) => Err(Refused(problems.join("; ")).into()),
+        },
     }
 }
 
@@ -604,7 +620,16 @@ async fn transition(
 ) -> anyhow::Result<()> {
     let origin = Origin::open(&id.data.data).await?;
     let (channel, number) = release_id(id);
-    let stage = lifecycle::apply(&origin, &channel, number, command, reason, now()).await?;
+    let stage = lifecycle::apply(
+        &origin,
+        &channel,
+        number,
+        command,
+        reason,
+        "operator",
+        now(),
+    )
+    .await?;
     println!("release {} of {} is now {stage}", number.0, channel.0);
     Ok(())
 }

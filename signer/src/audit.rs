@@ -13,7 +13,9 @@
 //!   of `{seq, time, actor, actor_key, action, details, prev}`; `hash` is its SHA-256 and `sig`
 //!   the actor key's signature over it. The prefix can never begin canonical JSON, so an
 //!   audit signature can never pass for a metadata signature, whatever key made it;
-//! - `action` is `request`, `approval`, `signature`, `refusal` or `ceremony`.
+//! - `action` is `request`, `approval`, `signature`, `refusal` or `ceremony` (the signing
+//!   station), or `transition` (the origin's release lifecycle: the origin writes its own
+//!   log in the same format, signed by its audit key).
 //!
 //! [`verify`] names each problem: an entry changed (content no longer matches its hash),
 //! changed and re-hashed (its signature fails, and the next entry's `prev` no longer matches),
@@ -64,6 +66,9 @@ pub enum Action {
     Refusal,
     /// A ceremony step: root created, rotated or installed, key generated.
     Ceremony,
+    /// A release lifecycle step at the origin: created, registered, validated, promoted,
+    /// halted (by an operator or the health gate), resumed, revoked.
+    Transition,
 }
 
 /// The last entry of the log: its sequence number and hash.

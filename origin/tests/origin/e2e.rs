@@ -140,6 +140,7 @@ struct Served {
     child: Child,
     quic: std::net::SocketAddr,
     pin: CertPin,
+    http: String,
 }
 
 impl Drop for Served {
@@ -155,7 +156,13 @@ fn serve(data: &Path) -> Served {
     let mut child = Command::new(BIN)
         .args(["serve", "--data"])
         .arg(data)
-        .args(["--listen", "127.0.0.1:0", "--ready-file"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--ready-file",
+        ])
         .arg(&ready)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -171,6 +178,7 @@ fn serve(data: &Path) -> Served {
                 child,
                 quic: v["quic"].as_str().unwrap().parse().unwrap(),
                 pin: v["pin"].as_str().unwrap().parse().unwrap(),
+                http: v["http"].as_str().unwrap().to_string(),
             };
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -451,6 +459,34 @@ async fn origin_lifecycle_and_signed_requests_over_quic() {
     assert_eq!(served_id, index_id);
     assert_eq!(ota_core::digest::ChunkId::of(&blob.unwrap()), index_id);
 
+    // A stock TUF client (python-tuf's ngclient) refreshes from the running origin's HTTP
+    // mirror and downloads and verifies the artifact.
+    match std::env::var("OTA_PYTHON") {
+        Ok(python) => {
+            let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../core/testdata/interop/check_with_ngclient.py");
+            let out = Command::new(python)
+                .arg(script)
+                .arg(&root)
+                .arg(format!("http://{}/metadata/", served.http))
+                .arg(format!("http://{}/targets/", served.http))
+                .arg(&offer.artifacts[0].target)
+                .arg(&offer.manifest)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "ngclient refused the origin: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Err(_) if std::env::var_os("OTA_REQUIRE_INTEROP").is_some() => {
+            panic!("OTA_REQUIRE_INTEROP is set but OTA_PYTHON is not")
+        }
+        Err(_) => eprintln!("skipping ngclient: OTA_PYTHON is not set"),
+    }
+
     // Attack: the same signed check-in replayed.
     assert_eq!(
         refusal(&client, request.clone()).await,
@@ -548,4 +584,106 @@ async fn origin_lifecycle_and_signed_requests_over_quic() {
         }
     );
     drop(served);
+
+    // Every lifecycle step is in the audit log, and the log verifies.
+    let audit = ok(&["audit", "verify", "--data", data_s]);
+    assert_eq!(audit.trim(), "audit log intact: 5 entries");
+    let log = std::fs::read_to_string(data.join("audit.jsonl")).unwrap();
+    let steps: Vec<String> = log
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let d = &v["details"];
+            format!(
+                "{}:{}",
+                d["step"].as_str().unwrap(),
+                d["to"]["stage"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "created:",
+            "registered:",
+            "stage:validation",
+            "stage:stable",
+            "stage:halted"
+        ]
+    );
+    // Tampering with an entry is caught.
+    let tampered = log.replacen("\"field reports\"", "\"nothing to see\"", 1);
+    assert_ne!(tampered, log);
+    std::fs::write(data.join("audit.jsonl"), tampered).unwrap();
+    let problem = refused(&["audit", "verify", "--data", data_s]);
+    assert!(problem.contains("entry 5"), "{problem}");
+}
+
+#[test]
+fn release_create_refuses_bad_input_and_leaves_nothing() {
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("origin");
+    let data_s = data.to_str().unwrap();
+    let online: serde_json::Value = serde_json::from_str(&ok(&["keys", "--data", data_s])).unwrap();
+    let authorities = Authorities {
+        root_key: InMemoryKey::ed25519_from_seed([1; 32]),
+        targets: InMemoryKey::p256_from_scalar([2; 32]).unwrap(),
+        release: InMemoryKey::ed25519_from_seed([3; 32]),
+    };
+    let (root, director_root) = make_roots(&authorities, &online, temp.path());
+    // A root that does not list this origin's keys is refused at init.
+    let other: serde_json::Value = serde_json::from_str(&ok(&[
+        "keys",
+        "--data",
+        temp.path().join("other").to_str().unwrap(),
+    ]))
+    .unwrap();
+    let (foreign_root, _) = make_roots(&authorities, &other, &temp.path().join("other"));
+    let err = refused(&[
+        "init",
+        "--data",
+        data_s,
+        "--root",
+        foreign_root.to_str().unwrap(),
+        "--director-root",
+        director_root.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("the root does not list this origin's snapshot key"),
+        "{err}"
+    );
+    ok(&[
+        "init",
+        "--data",
+        data_s,
+        "--root",
+        root.to_str().unwrap(),
+        "--director-root",
+        director_root.to_str().unwrap(),
+    ]);
+    // An artifact path that does not exist: an environment error, nothing recorded.
+    let out = origin(&[
+        "release",
+        "create",
+        "--data",
+        data_s,
+        "--channel",
+        "stable",
+        "--release",
+        "1",
+        "--version",
+        "1.0",
+        "--model",
+        "m",
+        "--artifact",
+        "system=/nonexistent/system.img",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("artifact /nonexistent/system.img: cannot open"),
+        "{stderr}"
+    );
+    let list = ok(&["release", "list", "--data", data_s]);
+    assert!(list.is_empty(), "nothing half-published: {list}");
 }

@@ -475,6 +475,7 @@ async fn admin_moves_a_release_through_its_lifecycle() {
         ReleaseNumber(1),
         Command::Validated,
         None,
+        "test",
         now(),
     )
     .await
@@ -582,9 +583,17 @@ async fn admin_moves_a_release_through_its_lifecycle() {
 async fn health_gate_halt_shows_in_the_admin_api() {
     let f = Fixture::new().await;
     let (channel, number) = (stable(), ReleaseNumber(1));
-    lifecycle::apply(&f.origin, &channel, number, Command::Validated, None, now())
-        .await
-        .unwrap();
+    lifecycle::apply(
+        &f.origin,
+        &channel,
+        number,
+        Command::Validated,
+        None,
+        "test",
+        now(),
+    )
+    .await
+    .unwrap();
     f.ok("promote", r#"{"percent": 10}"#).await;
 
     // The fixture's policy: halt above 20% failures over at least 5 reports. 2 of 6 fail.
