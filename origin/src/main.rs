@@ -748,7 +748,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
         });
     }
-    tokio::spawn(timestamp_task(origin.clone(), now, Duration::from_secs(60)));
+    // Check the timestamp's lifetime often enough to re-sign it at half-life.
+    let every = (origin.dir.config.timestamp_expiry_secs / 4).clamp(1, 60) as u64;
+    tokio::spawn(timestamp_task(
+        origin.clone(),
+        now,
+        Duration::from_secs(every),
+    ));
     let ready = serde_json::json!({
         "quic": quic.to_string(),
         "pin": identity.pin().to_string(),

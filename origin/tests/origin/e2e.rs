@@ -270,6 +270,13 @@ async fn origin_lifecycle_and_signed_requests_over_quic() {
         director_root.to_str().unwrap(),
     ]);
 
+    // Short-lived timestamps, so that the test sees `serve` re-sign one.
+    let config_path = data.join("origin.json");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+    config["timestamp_expiry_secs"] = 8.into();
+    std::fs::write(&config_path, serde_json::to_vec(&config).unwrap()).unwrap();
+
     // A build: 3 MiB of bytes.
     let image = temp.path().join("system.img");
     let mut bytes = vec![0u8; 3 << 20];
@@ -558,6 +565,27 @@ async fn origin_lifecycle_and_signed_requests_over_quic() {
         );
         assert_eq!(refusal(&client, request).await, expected);
     }
+
+    // The timestamp is re-signed before it expires (8 s lifetime, refreshed at half-life).
+    let version = |bytes: &[u8]| -> u64 {
+        let v: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+        v["signed"]["version"].as_u64().unwrap()
+    };
+    let first = version(&timestamp.unwrap());
+    let mut refreshed = false;
+    for _ in 0..40 {
+        let current = client
+            .metadata("timestamp.json", 16 * 1024)
+            .await
+            .unwrap()
+            .unwrap();
+        if version(&current) > first {
+            refreshed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(refreshed, "serve re-signs the timestamp before it expires");
 
     // Halting stops new offers at once.
     ok(&[
