@@ -715,3 +715,77 @@ fn release_create_refuses_bad_input_and_leaves_nothing() {
     let list = ok(&["release", "list", "--data", data_s]);
     assert!(list.is_empty(), "nothing half-published: {list}");
 }
+
+#[test]
+fn killed_release_create_leaves_nothing_half_published() {
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("origin");
+    let data_s = data.to_str().unwrap();
+    let online: serde_json::Value = serde_json::from_str(&ok(&["keys", "--data", data_s])).unwrap();
+    let authorities = Authorities {
+        root_key: InMemoryKey::ed25519_from_seed([1; 32]),
+        targets: InMemoryKey::p256_from_scalar([2; 32]).unwrap(),
+        release: InMemoryKey::ed25519_from_seed([3; 32]),
+    };
+    let (root, director_root) = make_roots(&authorities, &online, temp.path());
+    ok(&[
+        "init",
+        "--data",
+        data_s,
+        "--root",
+        root.to_str().unwrap(),
+        "--director-root",
+        director_root.to_str().unwrap(),
+    ]);
+    let image = temp.path().join("big.img");
+    let mut bytes = vec![0u8; 96 << 20];
+    blake3::Hasher::new()
+        .update(b"big")
+        .finalize_xof()
+        .fill(&mut bytes);
+    std::fs::write(&image, &bytes).unwrap();
+    let artifact = format!("system={}", image.display());
+    let args = [
+        "release",
+        "create",
+        "--data",
+        data_s,
+        "--channel",
+        "stable",
+        "--release",
+        "1",
+        "--version",
+        "1.0",
+        "--model",
+        "m",
+        "--artifact",
+        &artifact,
+    ];
+    // Kill the ingest at several points; each time nothing is recorded.
+    for delay_ms in [50, 150, 300] {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let finished = child.try_wait().unwrap().is_some();
+        let _ = child.kill();
+        let _ = child.wait();
+        let list = ok(&["release", "list", "--data", data_s]);
+        if finished {
+            break;
+        }
+        assert!(
+            list.is_empty(),
+            "killed after {delay_ms} ms, yet recorded: {list}"
+        );
+    }
+    // A retry completes, reusing what the killed runs stored.
+    if ok(&["release", "list", "--data", data_s]).is_empty() {
+        ok(&args);
+    }
+    let list = ok(&["release", "list", "--data", data_s]);
+    assert!(list.contains("draft"), "{list}");
+}
