@@ -192,6 +192,8 @@ struct Source {
     last_arrival: Option<Millis>,
     bytes: u64,
     chunks: u64,
+    /// Chunks that list this source in `passed_over` (they only ever grow).
+    passed: usize,
 }
 
 impl Source {
@@ -320,6 +322,7 @@ impl Scheduler {
             last_arrival: None,
             bytes: 0,
             chunks: 0,
+            passed: 0,
         });
         self.schedule(now);
     }
@@ -406,6 +409,7 @@ impl Scheduler {
             }
             ChunkOutcome::Missing => {
                 self.chunks[c].passed_over.push(source);
+                self.sources[s].passed += 1;
                 self.requeue(c);
             }
         }
@@ -445,6 +449,7 @@ impl Scheduler {
             // elsewhere, and the source gets a strike.
             let source = &mut self.sources[s];
             source.strikes += 1;
+            source.passed += 1;
             let id = source.id;
             self.chunks[c].passed_over.push(id);
             if self.chunks[c].holders.len() < self.config.max_copies {
@@ -551,6 +556,11 @@ impl Scheduler {
             let mut batch = Vec::new();
             let mut bytes = 0u64;
             let tier = self.sources[s].tier(&self.config);
+            if self.covered_below(tier) {
+                // Every chunk's best tier is better than this source's: nothing for it, and
+                // no need to scan the queue to find that out.
+                continue;
+            }
             let mut i = 0;
             while i < self.pending.len() {
                 let source = &self.sources[s];
@@ -601,6 +611,10 @@ impl Scheduler {
             });
         }
         // A chunk nobody usable may provide, with nothing in flight: the update cannot finish.
+        // (Impossible while some usable source may hold anything and passed over nothing.)
+        if self.covered_below(u8::MAX) {
+            return;
+        }
         if let Some(&c) = self.pending.iter().find(|&&c| {
             self.queued[c] && self.chunks[c].holders.is_empty() && self.best_tier(c).is_none()
         }) {
@@ -609,6 +623,19 @@ impl Scheduler {
                 id: self.chunks[c].need.id,
             });
         }
+    }
+
+    /// Whether some usable source of a tier better than `tier` may provide every chunk (it
+    /// may hold anything and has passed over none), so that every chunk's best tier is better
+    /// than `tier`. Lets `schedule` skip scanning the queue for sources that would get
+    /// nothing from it, which keeps a chunk's handling independent of the release's size.
+    fn covered_below(&self, tier: u8) -> bool {
+        self.sources.iter().any(|s| {
+            s.usable()
+                && s.passed == 0
+                && matches!(s.holdings, Holdings::Any)
+                && s.tier(&self.config) < tier
+        })
     }
 
     /// Nothing left to hand out: duplicate chunks in flight elsewhere onto idle source `s`,

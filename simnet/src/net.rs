@@ -1,0 +1,728 @@
+//! The flow-level network: links with a capacity and a latency, connections that carry a
+//! queue of items across a path of links, and max-min fair sharing.
+//!
+//! **Connections, not packets.** A [`FlowId`] is a connection (a device's QUIC connection to a
+//! peer, a cache's connection to its upstream). It is *active* while it has items queued and
+//! sends them in order (first in, first out), each at the connection's current rate; a
+//! connection with nothing queued is idle and takes no capacity. So a pipeline of requests
+//! that never runs dry keeps one steady flow, and rates are recomputed only when a connection
+//! goes active or idle or a link's capacity changes, not at every chunk.
+//!
+//! **Max-min fairness by progressive filling.** Rates are recomputed for the affected
+//! component only: the links touched by a change, closed over links that were saturated
+//! (only a saturated link is anybody's bottleneck, so a change cannot reach past an
+//! unsaturated one). Flows outside the component keep their rates and their use of the
+//! component's links is subtracted first. If filling saturates a link that also carries
+//! flows outside the component, the component grows to take them in and is filled again.
+//! Completion times go into the caller's event heap lazily: a flow remembers when its head
+//! item is due and the earliest timer it has pending; a rate change that makes it due later
+//! pushes nothing (the pending timer fires early and re-arms), only an earlier one pushes a new
+//! timer, and superseded timers are recognised and dropped when they come up.
+//!
+//! Times are integer microseconds; rates are bytes per second (`f64`, evaluated in a fixed
+//! order, so runs are bit-for-bit repeatable).
+
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, VecDeque};
+
+/// A link, numbered in creation order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LinkId(pub u32);
+
+/// A connection, numbered by the network (slots are reused after [`Network::close`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FlowId(pub u32);
+
+/// Something to send: `bytes` long, with an opaque `tag` for the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Item {
+    /// Its size.
+    pub bytes: u64,
+    /// The caller's label.
+    pub tag: u64,
+}
+
+/// Look at a connection at `at` (microseconds): its head item may be done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timer {
+    /// When.
+    pub at: u64,
+    /// Which connection.
+    pub flow: FlowId,
+}
+
+#[derive(Debug)]
+struct Link {
+    capacity: f64,
+    latency_us: u64,
+    flows: Vec<u32>,
+    used: f64,
+    saturated: bool,
+    carried: f64,
+}
+
+#[derive(Debug)]
+struct Flow {
+    path: Vec<u32>,
+    queue: VecDeque<Item>,
+    head_left: f64,
+    rate: f64,
+    since: u64,
+    /// When the head item is done at the current rate (`NEVER`: idle or stalled).
+    due: u64,
+    /// The earliest timer pending for this flow (`NEVER`: none); at most `due`.
+    armed: u64,
+    active: bool,
+    open: bool,
+}
+
+const NEVER: u64 = u64::MAX;
+
+impl Default for Flow {
+    fn default() -> Self {
+        Self {
+            path: Vec::new(),
+            queue: VecDeque::new(),
+            head_left: 0.0,
+            rate: 0.0,
+            since: 0,
+            due: NEVER,
+            armed: NEVER,
+            active: false,
+            open: false,
+        }
+    }
+}
+
+/// The network.
+#[derive(Debug, Default)]
+pub struct Network {
+    links: Vec<Link>,
+    flows: Vec<Flow>,
+    free: Vec<u32>,
+    /// Links that lost a flow: expanded if they were saturated.
+    dirty: Vec<u32>,
+    /// Links whose capacity changed: always expanded.
+    resized: Vec<u32>,
+    /// Flows that went active.
+    started: Vec<u32>,
+    timers: Vec<Timer>,
+    // Scratch, indexed by link or flow, valid where the mark equals `epoch`.
+    epoch: u32,
+    link_mark: Vec<u32>,
+    link_expanded: Vec<u32>,
+    flow_mark: Vec<u32>,
+    residual: Vec<f64>,
+    unfrozen: Vec<u32>,
+    link_gen: Vec<u32>,
+    new_rate: Vec<f64>,
+    frozen: Vec<u32>,
+    /// Bytes per second-long bin carried by the watched link.
+    watched: Option<(u32, Vec<f64>)>,
+    recomputes: u64,
+}
+
+const BIN_US: u64 = 1_000_000;
+
+impl Network {
+    /// An empty network.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add a link of `capacity` bytes per second and `latency_us` one-way latency.
+    pub fn add_link(&mut self, capacity: f64, latency_us: u64) -> LinkId {
+        self.links.push(Link {
+            capacity: capacity.max(0.0),
+            latency_us,
+            flows: Vec::new(),
+            used: 0.0,
+            saturated: false,
+            carried: 0.0,
+        });
+        self.link_mark.push(0);
+        self.link_expanded.push(0);
+        self.residual.push(0.0);
+        self.unfrozen.push(0);
+        self.link_gen.push(0);
+        LinkId((self.links.len() - 1) as u32)
+    }
+
+    /// Record the bytes `link` carries per one-second bin.
+    pub fn watch(&mut self, link: LinkId) {
+        self.watched = Some((link.0, Vec::new()));
+    }
+
+    /// Bytes the watched link carried, per one-second bin.
+    pub fn watched_bins(&self) -> &[f64] {
+        self.watched.as_ref().map_or(&[], |(_, bins)| bins)
+    }
+
+    /// The one-way latency of a path, in microseconds.
+    pub fn latency_us(&self, path: &[LinkId]) -> u64 {
+        path.iter()
+            .map(|l| self.links[l.0 as usize].latency_us)
+            .sum()
+    }
+
+    /// Bytes a link has carried so far (items completed, and the sent part of cancelled ones).
+    pub fn carried(&self, link: LinkId) -> f64 {
+        self.links[link.0 as usize].carried
+    }
+
+    /// The capacity of a link, bytes per second.
+    pub fn capacity(&self, link: LinkId) -> f64 {
+        self.links[link.0 as usize].capacity
+    }
+
+    /// How many component recomputations ran.
+    pub fn recomputes(&self) -> u64 {
+        self.recomputes
+    }
+
+    /// Open an idle connection over `path`.
+    pub fn open(&mut self, path: &[LinkId]) -> FlowId {
+        let mut flow = Flow {
+            path: path.iter().map(|l| l.0).collect(),
+            open: true,
+            ..Flow::default()
+        };
+        if let Some(slot) = self.free.pop() {
+            // A timer of the slot's previous flow may still be pending: keep it known.
+            flow.armed = self.flows[slot as usize].armed;
+            self.flows[slot as usize] = flow;
+            FlowId(slot)
+        } else {
+            self.flows.push(flow);
+            self.flow_mark.push(0);
+            self.new_rate.push(0.0);
+            self.frozen.push(0);
+            FlowId((self.flows.len() - 1) as u32)
+        }
+    }
+
+    /// Queue an item on a connection.
+    pub fn push(&mut self, now: u64, flow: FlowId, item: Item) {
+        let f = &mut self.flows[flow.0 as usize];
+        debug_assert!(f.open);
+        f.queue.push_back(item);
+        if !f.active {
+            f.active = true;
+            f.head_left = item.bytes as f64;
+            f.rate = 0.0;
+            f.since = now;
+            f.due = NEVER;
+            let path = f.path.clone();
+            for &l in &path {
+                self.links[l as usize].flows.push(flow.0);
+            }
+            self.started.push(flow.0);
+        }
+    }
+
+    /// Items still queued on a connection (the head one included).
+    pub fn queued(&self, flow: FlowId) -> usize {
+        self.flows[flow.0 as usize].queue.len()
+    }
+
+    /// Drop the first queued item whose tag satisfies `pred`. A head item that was partly sent
+    /// counts what was sent. Returns whether one was dropped.
+    pub fn cancel(&mut self, now: u64, flow: FlowId, pred: impl Fn(u64) -> bool) -> bool {
+        let Some(pos) = self.flows[flow.0 as usize]
+            .queue
+            .iter()
+            .position(|i| pred(i.tag))
+        else {
+            return false;
+        };
+        if pos > 0 {
+            self.flows[flow.0 as usize].queue.remove(pos);
+            return true;
+        }
+        self.progress(now, flow.0);
+        let f = &mut self.flows[flow.0 as usize];
+        let sent = f.queue[0].bytes as f64 - f.head_left;
+        f.queue.pop_front();
+        let path = f.path.clone();
+        self.account(now, &path, sent);
+        self.start_next(now, flow.0);
+        true
+    }
+
+    /// Close a connection, dropping what it still had queued.
+    pub fn close(&mut self, now: u64, flow: FlowId) {
+        let f = &self.flows[flow.0 as usize];
+        if !f.open {
+            return;
+        }
+        if f.active {
+            self.progress(now, flow.0);
+            let f = &self.flows[flow.0 as usize];
+            let sent = f
+                .queue
+                .front()
+                .map_or(0.0, |i| i.bytes as f64 - f.head_left);
+            let path = f.path.clone();
+            self.account(now, &path, sent);
+            self.deactivate(flow.0);
+        }
+        let f = &mut self.flows[flow.0 as usize];
+        f.open = false;
+        f.queue.clear();
+        f.due = NEVER;
+        self.free.push(flow.0);
+    }
+
+    /// Change a link's capacity (an outage sets it to zero).
+    pub fn set_capacity(&mut self, link: LinkId, capacity: f64) {
+        self.links[link.0 as usize].capacity = capacity.max(0.0);
+        self.resized.push(link.0);
+    }
+
+    /// A timer fired: if the head item is due now, it is done; returns it. (A timer that
+    /// fired early re-arms for when the item is due.)
+    pub fn complete(&mut self, now: u64, timer: Timer) -> Option<Item> {
+        let f = self.flows.get_mut(timer.flow.0 as usize)?;
+        if f.armed != timer.at {
+            return None; // superseded by an earlier timer
+        }
+        f.armed = NEVER;
+        if !f.open || !f.active {
+            return None;
+        }
+        if f.due != now {
+            if f.due != NEVER {
+                f.armed = f.due;
+                self.timers.push(Timer {
+                    at: f.due,
+                    flow: timer.flow,
+                });
+            }
+            return None;
+        }
+        let item = f.queue.pop_front()?;
+        let path = f.path.clone();
+        self.account(now, &path, item.bytes as f64);
+        self.start_next(now, timer.flow.0);
+        Some(item)
+    }
+
+    /// Recompute rates where something changed, and emit new timers.
+    pub fn settle(&mut self, now: u64) {
+        while !(self.dirty.is_empty() && self.resized.is_empty() && self.started.is_empty()) {
+            self.recompute(now);
+        }
+    }
+
+    /// New completion timers since the last call.
+    pub fn take_timers(&mut self) -> impl Iterator<Item = Timer> + '_ {
+        self.timers.drain(..)
+    }
+
+    fn account(&mut self, now: u64, path: &[u32], bytes: f64) {
+        for &l in path {
+            self.links[l as usize].carried += bytes;
+        }
+        if let Some((watched, bins)) = &mut self.watched
+            && path.contains(watched)
+        {
+            let bin = (now / BIN_US) as usize;
+            if bins.len() <= bin {
+                bins.resize(bin + 1, 0.0);
+            }
+            bins[bin] += bytes;
+        }
+    }
+
+    /// Bring the head item's remaining bytes up to `now` at the current rate.
+    fn progress(&mut self, now: u64, flow: u32) {
+        let f = &mut self.flows[flow as usize];
+        if f.active {
+            let dt = now.saturating_sub(f.since) as f64 / 1e6;
+            f.head_left = (f.head_left - f.rate * dt).max(0.0);
+            f.since = now;
+        }
+    }
+
+    /// The head item left: start the next one at the same rate, or go idle.
+    fn start_next(&mut self, now: u64, flow: u32) {
+        let f = &mut self.flows[flow as usize];
+        if let Some(next) = f.queue.front() {
+            f.head_left = next.bytes as f64;
+            f.since = now;
+            self.arm(flow);
+        } else {
+            self.deactivate(flow);
+        }
+    }
+
+    fn deactivate(&mut self, flow: u32) {
+        let f = &mut self.flows[flow as usize];
+        f.active = false;
+        f.due = NEVER;
+        let rate = f.rate;
+        f.rate = 0.0;
+        let path = f.path.clone();
+        for l in path {
+            let link = &mut self.links[l as usize];
+            if let Some(pos) = link.flows.iter().position(|&x| x == flow) {
+                link.flows.swap_remove(pos);
+            }
+            link.used -= rate;
+            self.dirty.push(l);
+        }
+    }
+
+    /// Compute when the head item is due; push a timer only if none is pending by then.
+    fn arm(&mut self, flow: u32) {
+        let f = &mut self.flows[flow as usize];
+        f.due = if f.rate > 0.0 {
+            let us = (f.head_left / f.rate * 1e6).ceil();
+            f.since
+                .saturating_add(if us >= 1e18 { u64::MAX / 2 } else { us as u64 })
+        } else {
+            NEVER
+        };
+        if f.due < f.armed {
+            f.armed = f.due;
+            self.timers.push(Timer {
+                at: f.due,
+                flow: FlowId(flow),
+            });
+        }
+    }
+
+    fn recompute(&mut self, now: u64) {
+        self.recomputes += 1;
+        self.epoch = self.epoch.wrapping_add(1);
+        let epoch = self.epoch;
+        let mut comp_links: Vec<u32> = Vec::new();
+        let mut comp_flows: Vec<u32> = Vec::new();
+        let mut stack: Vec<u32> = Vec::new();
+        // A link that lost a flow matters to the others on it only if it was their
+        // bottleneck (saturated); a new flow joins with its links, and grows the component
+        // if it saturates one; a resized link affects everyone on it.
+        let started = std::mem::take(&mut self.started);
+        let dirty = std::mem::take(&mut self.dirty);
+        let resized = std::mem::take(&mut self.resized);
+        let mut seeds: Vec<u32> = Vec::new();
+        for f in started {
+            let flow = &self.flows[f as usize];
+            if flow.active && self.flow_mark[f as usize] != epoch {
+                self.flow_mark[f as usize] = epoch;
+                comp_flows.push(f);
+                seeds.extend_from_slice(&flow.path);
+            }
+        }
+        for l in seeds.into_iter().chain(dirty) {
+            if self.link_mark[l as usize] != epoch {
+                self.link_mark[l as usize] = epoch;
+                comp_links.push(l);
+            }
+            if self.links[l as usize].saturated && self.link_expanded[l as usize] != epoch {
+                self.link_expanded[l as usize] = epoch;
+                stack.push(l);
+            }
+        }
+        for l in resized {
+            if self.link_mark[l as usize] != epoch {
+                self.link_mark[l as usize] = epoch;
+                comp_links.push(l);
+            }
+            if self.link_expanded[l as usize] != epoch {
+                self.link_expanded[l as usize] = epoch;
+                stack.push(l);
+            }
+        }
+        loop {
+            self.expand(&mut stack, &mut comp_links, &mut comp_flows);
+            let grown = self.fill(&comp_links, &comp_flows);
+            if grown.is_empty() {
+                break;
+            }
+            for l in grown {
+                self.link_expanded[l as usize] = epoch;
+                stack.push(l);
+            }
+        }
+        // Apply the new rates.
+        for &f in &comp_flows {
+            let rate = self.new_rate[f as usize];
+            if rate != self.flows[f as usize].rate {
+                self.progress(now, f);
+                self.flows[f as usize].rate = rate;
+                self.arm(f);
+            }
+        }
+        for &l in &comp_links {
+            let link = &self.links[l as usize];
+            let used: f64 = link
+                .flows
+                .iter()
+                .map(|&f| self.flows[f as usize].rate)
+                .sum();
+            let link = &mut self.links[l as usize];
+            link.used = used;
+            link.saturated = !link.flows.is_empty() && used >= link.capacity * (1.0 - 1e-9);
+        }
+    }
+
+    /// Pull into the component every flow on the links in `stack`, and their links; continue
+    /// through links that are saturated.
+    fn expand(
+        &mut self,
+        stack: &mut Vec<u32>,
+        comp_links: &mut Vec<u32>,
+        comp_flows: &mut Vec<u32>,
+    ) {
+        let epoch = self.epoch;
+        while let Some(l) = stack.pop() {
+            for i in 0..self.links[l as usize].flows.len() {
+                let f = self.links[l as usize].flows[i];
+                if self.flow_mark[f as usize] == epoch {
+                    continue;
+                }
+                self.flow_mark[f as usize] = epoch;
+                comp_flows.push(f);
+                for j in 0..self.flows[f as usize].path.len() {
+                    let m = self.flows[f as usize].path[j];
+                    if self.link_mark[m as usize] != epoch {
+                        self.link_mark[m as usize] = epoch;
+                        comp_links.push(m);
+                    }
+                    if self.links[m as usize].saturated && self.link_expanded[m as usize] != epoch {
+                        self.link_expanded[m as usize] = epoch;
+                        stack.push(m);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Progressive filling of the component's flows into what their links have left after
+    /// the flows outside it. Returns links that ended up saturated while carrying flows
+    /// outside the component (the component must grow over them).
+    fn fill(&mut self, comp_links: &[u32], comp_flows: &[u32]) -> Vec<u32> {
+        let epoch = self.epoch;
+        for &l in comp_links {
+            let link = &self.links[l as usize];
+            let mut outside = 0.0;
+            let mut inside = 0u32;
+            for &f in &link.flows {
+                if self.flow_mark[f as usize] == epoch {
+                    inside += 1;
+                } else {
+                    outside += self.flows[f as usize].rate;
+                }
+            }
+            self.residual[l as usize] = (link.capacity - outside).max(0.0);
+            self.unfrozen[l as usize] = inside;
+            self.link_gen[l as usize] = 0;
+        }
+        let frozen_mark = epoch;
+        for &f in comp_flows {
+            self.frozen[f as usize] = frozen_mark.wrapping_sub(1);
+        }
+        let mut heap: BinaryHeap<Share> = comp_links
+            .iter()
+            .filter(|&&l| self.unfrozen[l as usize] > 0)
+            .map(|&l| Share {
+                share: self.residual[l as usize] / f64::from(self.unfrozen[l as usize]),
+                link: l,
+                generation: 0,
+            })
+            .collect();
+        let mut grown = Vec::new();
+        while let Some(Share {
+            share,
+            link,
+            generation,
+        }) = heap.pop()
+        {
+            if generation != self.link_gen[link as usize] || self.unfrozen[link as usize] == 0 {
+                continue;
+            }
+            let mut outside = false;
+            for i in 0..self.links[link as usize].flows.len() {
+                let f = self.links[link as usize].flows[i];
+                if self.flow_mark[f as usize] != epoch {
+                    outside = true;
+                    continue;
+                }
+                if self.frozen[f as usize] == frozen_mark {
+                    continue;
+                }
+                self.frozen[f as usize] = frozen_mark;
+                self.new_rate[f as usize] = share;
+                for j in 0..self.flows[f as usize].path.len() {
+                    let m = self.flows[f as usize].path[j] as usize;
+                    self.residual[m] = (self.residual[m] - share).max(0.0);
+                    self.unfrozen[m] -= 1;
+                    self.link_gen[m] += 1;
+                    if self.unfrozen[m] > 0 {
+                        heap.push(Share {
+                            share: self.residual[m] / f64::from(self.unfrozen[m]),
+                            link: m as u32,
+                            generation: self.link_gen[m],
+                        });
+                    }
+                }
+            }
+            if outside && self.link_expanded[link as usize] != epoch {
+                grown.push(link);
+            }
+        }
+        grown
+    }
+}
+
+/// A heap entry: the fair share a link offers its unfrozen flows (smallest first).
+#[derive(Debug, Clone, Copy)]
+struct Share {
+    share: f64,
+    link: u32,
+    generation: u32,
+}
+
+impl PartialEq for Share {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Share {}
+
+impl PartialOrd for Share {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Share {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // Reversed: BinaryHeap is a max-heap and we want the smallest share first.
+        other
+            .share
+            .total_cmp(&self.share)
+            .then(other.link.cmp(&self.link))
+            .then(other.generation.cmp(&self.generation))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MB: f64 = 1e6;
+
+    fn rates(net: &Network, flows: &[FlowId]) -> Vec<f64> {
+        flows
+            .iter()
+            .map(|f| (net.flows[f.0 as usize].rate / MB * 1000.0).round() / 1000.0)
+            .collect()
+    }
+
+    fn item(bytes: u64) -> Item {
+        Item { bytes, tag: 0 }
+    }
+
+    /// The textbook example: links A (10) and B (10); flow 1 on A and B, flow 2 on A, flow 3
+    /// on B, flow 4 on B. B splits three ways (3.33 each); flow 2 takes what A has left.
+    #[test]
+    fn max_min_on_two_links() {
+        let mut net = Network::new();
+        let a = net.add_link(10.0 * MB, 0);
+        let b = net.add_link(10.0 * MB, 0);
+        let f1 = net.open(&[a, b]);
+        let f2 = net.open(&[a]);
+        let f3 = net.open(&[b]);
+        let f4 = net.open(&[b]);
+        for f in [f1, f2, f3, f4] {
+            net.push(0, f, item(1 << 30));
+        }
+        net.settle(0);
+        assert_eq!(rates(&net, &[f1, f2, f3, f4]), [3.333, 6.667, 3.333, 3.333]);
+    }
+
+    /// A private access link caps a flow below its fair share; the others share the rest.
+    #[test]
+    fn capped_flow_leaves_capacity_to_the_others() {
+        let mut net = Network::new();
+        let lan = net.add_link(100.0 * MB, 0);
+        let slow = net.add_link(10.0 * MB, 0);
+        let fast1 = net.add_link(1000.0 * MB, 0);
+        let fast2 = net.add_link(1000.0 * MB, 0);
+        let f1 = net.open(&[lan, slow]);
+        let f2 = net.open(&[lan, fast1]);
+        let f3 = net.open(&[lan, fast2]);
+        for f in [f1, f2, f3] {
+            net.push(0, f, item(1 << 30));
+        }
+        net.settle(0);
+        assert_eq!(rates(&net, &[f1, f2, f3]), [10.0, 45.0, 45.0]);
+        // Flow 1 goes idle: the other two split the LAN.
+        net.close(1000, f1);
+        net.settle(1000);
+        assert_eq!(rates(&net, &[f2, f3]), [50.0, 50.0]);
+    }
+
+    /// A change on one side of an unsaturated link does not disturb the other side, and the
+    /// component grows when a newcomer saturates a link shared with outside flows.
+    #[test]
+    fn components_grow_over_newly_saturated_links() {
+        let mut net = Network::new();
+        let origin = net.add_link(30.0 * MB, 0);
+        let wan1 = net.add_link(10.0 * MB, 0);
+        let wan2 = net.add_link(10.0 * MB, 0);
+        let wan3 = net.add_link(20.0 * MB, 0);
+        let f1 = net.open(&[origin, wan1]);
+        let f2 = net.open(&[origin, wan2]);
+        net.push(0, f1, item(1 << 30));
+        net.push(0, f2, item(1 << 30));
+        net.settle(0);
+        assert_eq!(rates(&net, &[f1, f2]), [10.0, 10.0]);
+        // A third flow saturates the origin (30): f1, f2 stay at 10 (their WANs), f3 gets 10.
+        let f3 = net.open(&[origin, wan3]);
+        net.push(0, f3, item(1 << 30));
+        net.settle(0);
+        assert_eq!(rates(&net, &[f1, f2, f3]), [10.0, 10.0, 10.0]);
+        // The origin shrinks to 15: max-min gives 5 each.
+        net.set_capacity(origin, 15.0 * MB);
+        net.settle(0);
+        assert_eq!(rates(&net, &[f1, f2, f3]), [5.0, 5.0, 5.0]);
+        // wan1 drops to 1: the others share what is left of the origin (7 each).
+        net.set_capacity(wan1, 1.0 * MB);
+        net.settle(0);
+        assert_eq!(rates(&net, &[f1, f2, f3]), [1.0, 7.0, 7.0]);
+        // An outage stops f1; the others are capped by the origin at 7.5.
+        net.set_capacity(wan1, 0.0);
+        net.settle(0);
+        assert_eq!(rates(&net, &[f1, f2, f3]), [0.0, 7.5, 7.5]);
+    }
+
+    /// Items on a connection go one after another, each finishing when its bytes are sent,
+    /// and a cancelled head item counts only what was sent.
+    #[test]
+    fn items_complete_in_order_at_the_flow_rate() {
+        let mut net = Network::new();
+        let l = net.add_link(1.0 * MB, 0);
+        net.watch(l);
+        let f = net.open(&[l]);
+        net.push(0, f, item(500_000));
+        net.push(0, f, item(250_000));
+        net.settle(0);
+        let t: Vec<Timer> = net.take_timers().collect();
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].at, 500_000);
+        assert!(net.complete(t[0].at, t[0]).is_some());
+        let t2: Vec<Timer> = net.take_timers().collect();
+        assert_eq!(t2[0].at, 750_000);
+        // Cancel halfway through the second item: 125 000 bytes were sent.
+        assert!(net.cancel(625_000, f, |_| true));
+        net.settle(625_000);
+        assert_eq!(net.carried(l), 625_000.0);
+        assert_eq!(net.watched_bins(), [625_000.0]);
+        // The stale timer does nothing.
+        assert!(net.complete(750_000, t2[0]).is_none());
+    }
+}
