@@ -124,6 +124,32 @@ fn make_roots(a: &Authorities, online: &serde_json::Value, dir: &Path) -> (PathB
     (root_path, director_path)
 }
 
+/// The ceremony with fixed test keys: the origin's online keys (from `ota-origin keys`) go
+/// into root and director root, written to `dir`.
+fn ceremony(data: &Path, dir: &Path) -> (Authorities, PathBuf, PathBuf) {
+    let online: serde_json::Value =
+        serde_json::from_str(&ok(&["keys", "--data", data.to_str().unwrap()])).unwrap();
+    let authorities = Authorities {
+        root_key: InMemoryKey::ed25519_from_seed([1; 32]),
+        targets: InMemoryKey::p256_from_scalar([2; 32]).unwrap(),
+        release: InMemoryKey::ed25519_from_seed([3; 32]),
+    };
+    let (root, director_root) = make_roots(&authorities, &online, dir);
+    (authorities, root, director_root)
+}
+
+fn init(data: &Path, root: &Path, director_root: &Path) {
+    ok(&[
+        "init",
+        "--data",
+        data.to_str().unwrap(),
+        "--root",
+        root.to_str().unwrap(),
+        "--director-root",
+        director_root.to_str().unwrap(),
+    ]);
+}
+
 /// What `ota-sign sign` does to a request: one signature over the canonical `signed`.
 fn cosign(request: &Path, role: &str, key: &InMemoryKey, out: &Path) {
     let bytes = std::fs::read(request).unwrap();
@@ -253,22 +279,8 @@ async fn origin_lifecycle_and_signed_requests_over_quic() {
     let data_s = data.to_str().unwrap();
 
     // Ceremony: the origin's online keys go into root and director root.
-    let online: serde_json::Value = serde_json::from_str(&ok(&["keys", "--data", data_s])).unwrap();
-    let authorities = Authorities {
-        root_key: InMemoryKey::ed25519_from_seed([1; 32]),
-        targets: InMemoryKey::p256_from_scalar([2; 32]).unwrap(),
-        release: InMemoryKey::ed25519_from_seed([3; 32]),
-    };
-    let (root, director_root) = make_roots(&authorities, &online, temp.path());
-    ok(&[
-        "init",
-        "--data",
-        data_s,
-        "--root",
-        root.to_str().unwrap(),
-        "--director-root",
-        director_root.to_str().unwrap(),
-    ]);
+    let (authorities, root, director_root) = ceremony(&data, temp.path());
+    init(&data, &root, &director_root);
 
     // Short-lived timestamps, so that the test sees `serve` re-sign one.
     let config_path = data.join("origin.json");
@@ -652,13 +664,7 @@ fn release_create_refuses_bad_input_and_leaves_nothing() {
     let temp = tempfile::tempdir().unwrap();
     let data = temp.path().join("origin");
     let data_s = data.to_str().unwrap();
-    let online: serde_json::Value = serde_json::from_str(&ok(&["keys", "--data", data_s])).unwrap();
-    let authorities = Authorities {
-        root_key: InMemoryKey::ed25519_from_seed([1; 32]),
-        targets: InMemoryKey::p256_from_scalar([2; 32]).unwrap(),
-        release: InMemoryKey::ed25519_from_seed([3; 32]),
-    };
-    let (root, director_root) = make_roots(&authorities, &online, temp.path());
+    let (authorities, root, director_root) = ceremony(&data, temp.path());
     // A root that does not list this origin's keys is refused at init.
     let other: serde_json::Value = serde_json::from_str(&ok(&[
         "keys",
@@ -680,15 +686,7 @@ fn release_create_refuses_bad_input_and_leaves_nothing() {
         err.contains("the root does not list this origin's snapshot key"),
         "{err}"
     );
-    ok(&[
-        "init",
-        "--data",
-        data_s,
-        "--root",
-        root.to_str().unwrap(),
-        "--director-root",
-        director_root.to_str().unwrap(),
-    ]);
+    init(&data, &root, &director_root);
     // An artifact path that does not exist: an environment error, nothing recorded.
     let out = origin(&[
         "release",
@@ -721,22 +719,8 @@ fn killed_release_create_leaves_nothing_half_published() {
     let temp = tempfile::tempdir().unwrap();
     let data = temp.path().join("origin");
     let data_s = data.to_str().unwrap();
-    let online: serde_json::Value = serde_json::from_str(&ok(&["keys", "--data", data_s])).unwrap();
-    let authorities = Authorities {
-        root_key: InMemoryKey::ed25519_from_seed([1; 32]),
-        targets: InMemoryKey::p256_from_scalar([2; 32]).unwrap(),
-        release: InMemoryKey::ed25519_from_seed([3; 32]),
-    };
-    let (root, director_root) = make_roots(&authorities, &online, temp.path());
-    ok(&[
-        "init",
-        "--data",
-        data_s,
-        "--root",
-        root.to_str().unwrap(),
-        "--director-root",
-        director_root.to_str().unwrap(),
-    ]);
+    let (_, root, director_root) = ceremony(&data, temp.path());
+    init(&data, &root, &director_root);
     let image = temp.path().join("big.img");
     let mut bytes = vec![0u8; 96 << 20];
     blake3::Hasher::new()
