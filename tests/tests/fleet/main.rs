@@ -1,0 +1,5 @@
+//! Cross-program tests: real `ota-origin`, `ota-peer` and `ota-device` processes on loopback.
+//! Build the programs first (`cargo build --workspace --bins`; `cargo test --workspace` does).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod harness;
