@@ -1,4 +1,9 @@
-//! `ota-device` (see DESIGN.md §1).
+//! `ota-device`: the update agent of the Enigm OTA system (see DESIGN.md §1, §7).
 //!
-//! Not implemented yet: the device client issue builds this program. The crate exists so that the workspace
-//! layout is fixed; it has no binary until the program does something real.
+//! - [`conformance`]: the TUF client conformance adapter behind `ota-tuf-client`.
+//! - [`http_fetch`]: bounded HTTP GET.
+//! - [`verify`]: `ota-device verify`, offline verification of a file for auditors.
+
+pub mod conformance;
+pub mod http_fetch;
+pub mod verify;
