@@ -18,6 +18,8 @@ use ota_core::tuf::metadata::{
 };
 use ota_core::tuf::{InMemoryKey, Key};
 
+pub mod softhsm;
+
 /// A program of the workspace, as built next to the running test (`target/<profile>/NAME`).
 ///
 /// The test binary lives in `target/<profile>/deps/`; the programs one level up. Build them
@@ -216,6 +218,9 @@ pub struct OriginFixture {
 
 const MODEL: &str = "enigm-one";
 
+/// The admin API token of origins the fixture serves (`Authorization: Bearer …`).
+pub const ADMIN_TOKEN: &str = "fleet-test-admin-token";
+
 impl OriginFixture {
     /// Makes `dir/origin` and the two roots in `dir`.
     pub fn new(dir: &Path) -> Self {
@@ -394,6 +399,7 @@ impl OriginFixture {
             .arg("--ready-file")
             .arg(&ready)
             .args(extra)
+            .env("OTA_ADMIN_TOKEN", ADMIN_TOKEN)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut proc = Proc::spawn("ota-origin serve", &mut command);
@@ -405,7 +411,7 @@ impl OriginFixture {
                 .parse()
                 .expect("a socket address"),
             pin: ready["pin"].as_str().expect("pin").to_string(),
-            http: ready["http"].as_str().map(str::to_string),
+            http: ready["http"].as_str().map(|addr| format!("http://{addr}")),
             ready,
             proc,
         }
@@ -523,4 +529,47 @@ fn make_roots(a: &Authorities, online: &serde_json::Value, dir: &Path) -> (PathB
     std::fs::write(&director_path, sign_role(&director_root, &[&a.root]))
         .expect("write director-root.json");
     (root_path, director_path)
+}
+
+/// A plain HTTP/1.0 `GET` of `path` from `base` (`http://ADDR`) with optional extra header
+/// lines; returns the status code and the body. For loopback servers in tests and the demo.
+///
+/// # Errors
+/// When the connection or the response fails.
+pub fn http_get(base: &str, path: &str, headers: &[&str]) -> std::io::Result<(u16, Vec<u8>)> {
+    use std::io::{Read as _, Write as _};
+    let addr = base.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n");
+    for header in headers {
+        request.push_str(header);
+        request.push_str("\r\n");
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes())?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP response");
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(bad)?;
+    let head = String::from_utf8_lossy(&response[..split]);
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(bad)?;
+    Ok((status, response[split + 4..].to_vec()))
+}
+
+/// The value of a Prometheus counter or gauge `name` (without labels) in a `/metrics` text.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (key, value) = line.split_once(' ')?;
+            (key == name).then(|| value.trim().parse().ok())?
+        })
 }

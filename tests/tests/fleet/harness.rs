@@ -1,24 +1,6 @@
 //! The harness itself: a fixture origin publishes a release and serves it.
 
-use std::io::{Read as _, Write as _};
-
-use ota_tests::{OriginFixture, test_image};
-
-/// A plain HTTP/1.0 GET on loopback, returning the status line and the body.
-fn get(base: &str, path: &str) -> (String, Vec<u8>) {
-    let addr = base.trim_start_matches("http://");
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let split = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a header");
-    let head = String::from_utf8_lossy(&response[..split]).to_string();
-    let status = head.lines().next().unwrap().to_string();
-    (status, response[split + 4..].to_vec())
-}
+use ota_tests::{OriginFixture, http_get, metric, test_image};
 
 #[test]
 fn fixture_publishes_and_serves_a_release() {
@@ -31,12 +13,18 @@ fn fixture_publishes_and_serves_a_release() {
     let listed = origin.origin(&["release", "list", "--data", origin.data_str(), "--json"]);
     assert!(listed.contains("\"stable\""), "{listed}");
 
-    let mut served = origin.serve();
+    let mut served = origin.serve_with(&["--admin", "127.0.0.1:0"]);
     let http = served.http.clone().expect("an HTTP mirror");
-    let (status, body) = get(&http, "/metadata/timestamp.json");
-    assert!(status.contains("200"), "{status}");
+    let (status, body) = http_get(&http, "/metadata/timestamp.json", &[]).unwrap();
+    assert_eq!(status, 200);
     let timestamp: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(timestamp["signed"]["_type"], "timestamp");
+    let admin = format!("http://{}", served.ready["admin"].as_str().unwrap());
+    let (status, text) = http_get(&admin, "/metrics", &[]).unwrap();
+    assert_eq!(status, 200);
+    let text = String::from_utf8(text).unwrap();
+    let served_metadata = metric(&text, "ota_origin_metadata_served_total");
+    assert!(served_metadata >= Some(1.0), "{text}");
 
     served.kill();
     assert!(
