@@ -147,3 +147,191 @@ fn unlisted_target_and_expired_metadata_are_refused() {
     );
     assert_eq!(out.code, 2, "{out:?}");
 }
+
+/// An Enigm repository written with `ota-core`: root pinning the release authority, `targets`
+/// delegating `release` (terminating, `artifacts/*`) to `release_key`, and one artifact with
+/// `custom.enigm` from the real ingest, optionally with another signed BLAKE3.
+fn enigm_repo(dir: &Path, artifact: &[u8], release_key: &str, signed_blake3: Option<&str>) {
+    use std::collections::BTreeMap;
+
+    use ota_core::chunk::{ChunkingParams, CutChunk, Ingest};
+    use ota_core::time::UnixTime;
+    use ota_core::tuf::InMemoryKey;
+    use ota_core::tuf::metadata::{
+        Common, DelegatedRole, Delegations, MetaFile, ReleaseAuthority, RoleKeys, Root, Snapshot,
+        TargetFile, Targets, Timestamp, sign_role,
+    };
+    use sha2::Digest as _;
+
+    let key =
+        |name: &str| InMemoryKey::ed25519_from_seed(*blake3::hash(name.as_bytes()).as_bytes());
+    let expires = UnixTime(4_070_908_800); // 2099-01-01
+    let role_keys = |k: &InMemoryKey| RoleKeys {
+        keyids: vec![k.public().key_id()],
+        threshold: 1,
+        extra: BTreeMap::new(),
+    };
+    let (root_key, timestamp, snapshot, targets) = (
+        key("root"),
+        key("timestamp"),
+        key("snapshot"),
+        key("targets"),
+    );
+    let (pinned, delegated) = (key("release"), key(release_key));
+    let mut keys = BTreeMap::new();
+    for k in [&root_key, &timestamp, &snapshot, &targets] {
+        keys.insert(k.public().key_id(), k.public());
+    }
+    let root = Root {
+        common: Common::new("root", 1, expires),
+        consistent_snapshot: true,
+        keys,
+        roles: BTreeMap::from([
+            ("root".into(), role_keys(&root_key)),
+            ("timestamp".into(), role_keys(&timestamp)),
+            ("snapshot".into(), role_keys(&snapshot)),
+            ("targets".into(), role_keys(&targets)),
+        ]),
+        release_authority: Some(ReleaseAuthority {
+            keys: BTreeMap::from([(pinned.public().key_id(), pinned.public())]),
+            keyids: vec![pinned.public().key_id()],
+            threshold: 1,
+        }),
+        extra: BTreeMap::new(),
+    };
+    let no_sink = |_: CutChunk<'_>| Ok::<(), std::convert::Infallible>(());
+    let mut ingest = Ingest::new(ChunkingParams::DEFAULT);
+    ingest.update(artifact, no_sink).unwrap();
+    let ingested = ingest.finish(no_sink).unwrap();
+    let mut enigm = serde_json::to_value(&ingested.chunks).unwrap();
+    if let Some(blake3) = signed_blake3 {
+        enigm["blake3"] = Value::from(blake3);
+    }
+    let release = Targets {
+        common: Common::new("targets", 1, expires),
+        targets: BTreeMap::from([(
+            "artifacts/system.img".to_string(),
+            TargetFile {
+                length: artifact.len() as u64,
+                hashes: BTreeMap::from([(
+                    "sha256".to_string(),
+                    hex::encode(sha2::Sha256::digest(artifact)),
+                )]),
+                custom: Some(serde_json::json!({ "enigm": enigm })),
+                extra: BTreeMap::new(),
+            },
+        )]),
+        delegations: None,
+        extra: BTreeMap::new(),
+    };
+    let top = Targets {
+        common: Common::new("targets", 1, expires),
+        targets: BTreeMap::new(),
+        delegations: Some(Delegations {
+            keys: BTreeMap::from([(delegated.public().key_id(), delegated.public())]),
+            roles: vec![DelegatedRole {
+                name: "release".into(),
+                keyids: vec![delegated.public().key_id()],
+                threshold: 1,
+                terminating: true,
+                paths: Some(vec!["artifacts/*".into()]),
+                path_hash_prefixes: None,
+                extra: BTreeMap::new(),
+            }],
+            extra: BTreeMap::new(),
+        }),
+        extra: BTreeMap::new(),
+    };
+    let snapshot_doc = Snapshot {
+        common: Common::new("snapshot", 1, expires),
+        meta: BTreeMap::from([
+            ("targets.json".to_string(), MetaFile::version(1)),
+            ("release.json".to_string(), MetaFile::version(1)),
+        ]),
+        extra: BTreeMap::new(),
+    };
+    let snapshot_bytes = sign_role(&snapshot_doc, &[&snapshot]);
+    let mut pin = MetaFile::version(1);
+    pin.length = Some(snapshot_bytes.len() as u64);
+    pin.hashes = Some(BTreeMap::from([(
+        "sha256".to_string(),
+        hex::encode(sha2::Sha256::digest(&snapshot_bytes)),
+    )]));
+    let timestamp_doc = Timestamp {
+        common: Common::new("timestamp", 1, expires),
+        meta: BTreeMap::from([("snapshot.json".to_string(), pin)]),
+        extra: BTreeMap::new(),
+    };
+    for (name, bytes) in [
+        ("1.root.json", sign_role(&root, &[&root_key])),
+        ("1.targets.json", sign_role(&top, &[&targets])),
+        ("1.release.json", sign_role(&release, &[&delegated])),
+        ("1.snapshot.json", snapshot_bytes),
+        ("timestamp.json", sign_role(&timestamp_doc, &[&timestamp])),
+    ] {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+}
+
+fn artifact() -> Vec<u8> {
+    let mut out = vec![0u8; 200_000];
+    blake3::Hasher::new()
+        .update(b"verify artifact")
+        .finalize_xof()
+        .fill(&mut out);
+    out
+}
+
+#[test]
+fn enigm_artifact_is_checked_against_its_signed_blake3() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = artifact();
+    let file = dir.path().join("system.img");
+    std::fs::write(&file, &bytes).unwrap();
+    enigm_repo(dir.path(), &bytes, "release", None);
+    let root = dir.path().join("1.root.json");
+    let out = verify(&root, "artifacts/system.img", &file, &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let blake3 = blake3::hash(&bytes).to_hex().to_string();
+    assert!(
+        out.stdout
+            .contains(&format!("ok  blake3: {blake3}, as signed in custom.enigm")),
+        "{out:?}"
+    );
+
+    // The release authority signed another BLAKE3 (the SHA-256 still matches): refused.
+    let other = blake3::hash(b"another build").to_hex().to_string();
+    enigm_repo(dir.path(), &bytes, "release", Some(&other));
+    let out = verify(&root, "artifacts/system.img", &file, &[]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.contains("ok  sha256:"), "{out:?}");
+    assert!(
+        out.stdout.contains(&format!(
+            "REFUSED: artifacts/system.img: blake3 mismatch: signed {other}, file has {blake3}"
+        )),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn release_delegated_to_a_key_root_does_not_pin_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = artifact();
+    let file = dir.path().join("system.img");
+    std::fs::write(&file, &bytes).unwrap();
+    // The manifest key re-delegates `release` to a key of its own choosing.
+    enigm_repo(dir.path(), &bytes, "manifest-key-choice", None);
+    let out = verify(
+        &dir.path().join("1.root.json"),
+        "artifacts/system.img",
+        &file,
+        &[],
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stdout.contains(
+            "REFUSED: targets: delegation of release does not match the root's release authority"
+        ),
+        "{out:?}"
+    );
+}
