@@ -16,12 +16,27 @@
 //!
 //! **Policies.** Per-source concurrency (chunks in flight). Throughput measured per source.
 //! A request that takes longer than `slow_factor` times its expected time (at the source's
-//! measured throughput, never less than `timeout_floor`) is a strike, and the chunk is also
-//! asked elsewhere; after `max_strikes` the source counts as slow and loses its tier. In the
-//! endgame (nothing left to hand out, sources idle) chunks still in flight are duplicated to
-//! idle sources of the same or a better tier, and the first verified copy wins. A source that
-//! sends a chunk whose hash does not match is banned for the rest of the update and named in
-//! the [`Report`].
+//! measured throughput, never less than `timeout_floor`) is *overdue*: the request stays open
+//! (the bytes may still come) and the chunk is also asked elsewhere.
+//!
+//! - **Stalls strike once.** The requests that go overdue at one source in one stall count as
+//!   one strike, however many there are. A stall that goes on (nothing delivered) strikes
+//!   again every `timeout_floor`, so a silent source still loses its tier.
+//! - **Strikes decay**: each chunk a source delivers on time takes one strike off.
+//! - **Slow is temporary.** At `max_strikes` the source is demoted below every healthy tier for
+//!   `slow_factor × timeout_floor`, doubling with each demotion (at most 16×), or until it
+//!   delivers a chunk again; afterwards it is back at its tier on probation (one more stall
+//!   demotes it again).
+//! - **Lost is temporary.** A source whose connection was lost ([`Scheduler::handle_source_lost`],
+//!   e.g. an outage) is not asked for `timeout_floor`, doubling with each loss without a
+//!   delivery in between (at most 64×); then it is probed with one chunk at a time until it
+//!   delivers. Chunks that only such a source may provide wait for it rather than failing.
+//!   [`Scheduler::remove_source`] drops a source for good.
+//! - **Bans are permanent.** A source that sends a chunk whose hash does not match is banned
+//!   for the rest of the update and named in the [`Report`].
+//!
+//! In the endgame (nothing left to hand out, sources idle) chunks still in flight are
+//! duplicated to idle sources of the same or a better tier, and the first verified copy wins.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
@@ -185,8 +200,23 @@ struct Source {
     /// In-flight chunk indices and when they were asked.
     in_flight: HashMap<usize, Millis>,
     banned: Option<BanReason>,
-    lost: bool,
+    /// Dropped for good by the driver.
+    removed: bool,
+    /// Unreachable (connection lost) until then; retried afterwards.
+    backoff_until: Option<Millis>,
+    /// Losses without a delivery in between (sets the backoff).
+    losses: u32,
+    /// Back from a backoff: one chunk at a time until it delivers.
+    probing: bool,
     strikes: u32,
+    /// When the current stall was last counted (a delivery ends the stall).
+    stall: Option<Millis>,
+    /// Demoted as slow until then.
+    demoted_until: Option<Millis>,
+    /// Demotions so far (sets the next one's length).
+    demotions: u32,
+    /// Whether it was ever demoted in this update.
+    ever_slow: bool,
     /// Measured throughput in bytes per second (0 until measured).
     rate: u64,
     last_arrival: Option<Millis>,
@@ -198,22 +228,32 @@ struct Source {
 
 impl Source {
     fn usable(&self) -> bool {
-        self.banned.is_none() && !self.lost
+        self.banned.is_none() && !self.removed && self.backoff_until.is_none()
     }
 
-    fn slow(&self, config: &Config) -> bool {
-        self.strikes >= config.max_strikes
+    /// Unreachable for now, but to be retried.
+    fn backing_off(&self) -> bool {
+        self.banned.is_none() && !self.removed && self.backoff_until.is_some()
+    }
+
+    fn slow(&self) -> bool {
+        self.demoted_until.is_some()
+    }
+
+    /// Chunks it may have in flight now.
+    fn capacity(&self) -> usize {
+        if self.probing { 1 } else { self.max_in_flight }
     }
 
     /// Preference tier: kind order, with slow sources after every healthy one.
-    fn tier(&self, config: &Config) -> u8 {
+    fn tier(&self) -> u8 {
         let base = match self.kind {
             SourceKind::LocalSlot => 0,
             SourceKind::LanPeer => 1,
             SourceKind::HttpMirror => 2,
             SourceKind::Origin => 3,
         };
-        if self.slow(config) { base + 4 } else { base }
+        if self.slow() { base + 4 } else { base }
     }
 
     fn may_hold(&self, id: &ChunkId) -> bool {
@@ -239,6 +279,13 @@ struct Chunk {
     /// Sources it is in flight at.
     holders: Vec<SourceId>,
 }
+
+/// A lost source's backoff doubles at most this many times (`timeout_floor` × 64).
+const MAX_BACKOFF_DOUBLINGS: u32 = 6;
+
+/// A slow source's demotion doubles at most this many times (`slow_factor × timeout_floor`
+/// × 16).
+const MAX_DEMOTION_DOUBLINGS: u32 = 4;
 
 /// The fetch scheduler for one update.
 #[derive(Debug)]
@@ -316,8 +363,15 @@ impl Scheduler {
             holdings,
             in_flight: HashMap::new(),
             banned: None,
-            lost: false,
+            removed: false,
+            backoff_until: None,
+            losses: 0,
+            probing: false,
             strikes: 0,
+            stall: None,
+            demoted_until: None,
+            demotions: 0,
+            ever_slow: false,
             rate: 0,
             last_arrival: None,
             bytes: 0,
@@ -337,9 +391,15 @@ impl Scheduler {
         self.actions.pop_front()
     }
 
-    /// The earliest time [`Self::handle_timeout`] has work to do.
+    /// The earliest time [`Self::handle_timeout`] has work to do: a request's deadline, a
+    /// stall going on, the end of a backoff or of a demotion.
     pub fn poll_timeout(&self) -> Option<Millis> {
-        self.sources
+        if self.finished {
+            return None;
+        }
+        let period = self.stall_period();
+        let requests = self
+            .sources
             .iter()
             .filter(|s| s.usable())
             .flat_map(|s| {
@@ -349,7 +409,21 @@ impl Scheduler {
                     .filter(|(c, _)| !self.chunks[**c].passed_over.contains(&s.id))
                     .map(|(&c, &asked)| s.deadline(asked, self.chunks[c].need.len, &self.config))
             })
-            .min()
+            .min();
+        let sources = self
+            .sources
+            .iter()
+            .filter(|s| s.banned.is_none() && !s.removed)
+            .flat_map(|s| {
+                let stall = s
+                    .stall
+                    .filter(|_| s.usable() && !s.in_flight.is_empty())
+                    .map(|t| Millis(t.0.saturating_add(period)));
+                [stall, s.backoff_until, s.demoted_until]
+            })
+            .flatten()
+            .min();
+        requests.into_iter().chain(sources).min()
     }
 
     /// A source answered for one chunk.
@@ -363,8 +437,8 @@ impl Scheduler {
         let (Some(&c), Some(s)) = (self.by_id.get(id), self.source_index(source)) else {
             return;
         };
-        if !self.sources[s].usable() {
-            // A banned or lost source's late answers count for nothing.
+        if self.sources[s].banned.is_some() || self.sources[s].removed {
+            // A banned or removed source's late answers count for nothing.
             return;
         }
         let asked = self.sources[s].in_flight.remove(&c);
@@ -372,7 +446,22 @@ impl Scheduler {
         let len = u64::from(self.chunks[c].need.len);
         match outcome {
             ChunkOutcome::Verified => {
+                let on_time = asked.is_some() && !self.chunks[c].passed_over.contains(&source);
                 let src = &mut self.sources[s];
+                // It delivers: any stall is over, it is reachable, and on time it earns a
+                // strike back.
+                src.stall = None;
+                src.losses = 0;
+                src.probing = false;
+                src.backoff_until = None;
+                if on_time {
+                    src.strikes = src.strikes.saturating_sub(1);
+                }
+                if src.demoted_until.take().is_some() {
+                    // Demoted while it stalled, and delivering again (an outage at its
+                    // upstream is over): back at its tier on probation.
+                    src.strikes = src.strikes.min(self.config.max_strikes.saturating_sub(1));
+                }
                 if let Some(asked) = asked {
                     let start = src.last_arrival.map_or(asked, |l| l.max(asked));
                     let elapsed = now.0.saturating_sub(start.0).max(1);
@@ -416,17 +505,50 @@ impl Scheduler {
         self.schedule(now);
     }
 
-    /// A source is gone (connection lost): its chunks go elsewhere.
+    /// A source is unreachable (its connection was lost): its chunks go elsewhere, and it is
+    /// asked again after a backoff (`timeout_floor`, doubling with each loss without a
+    /// delivery in between), one chunk at a time until it delivers. Further losses reported
+    /// while it backs off change nothing. Not a ban: see [`Self::remove_source`].
     pub fn handle_source_lost(&mut self, now: Millis, source: SourceId) {
         if let Some(s) = self.source_index(source) {
-            self.sources[s].lost = true;
+            let floor = self.config.timeout_floor.max(1);
+            let src = &mut self.sources[s];
+            if src.banned.is_none() && !src.removed && src.backoff_until.is_none() {
+                let wait = floor << src.losses.min(MAX_BACKOFF_DOUBLINGS);
+                src.losses += 1;
+                src.backoff_until = Some(Millis(now.0.saturating_add(wait)));
+                src.stall = None;
+                src.probing = false;
+            }
             self.release_all(s);
         }
         self.schedule(now);
     }
 
-    /// Time has passed: judge overdue requests.
+    /// A source is gone for good (it left, or broke the protocol): its chunks go elsewhere
+    /// and it is never asked again in this update.
+    pub fn remove_source(&mut self, now: Millis, source: SourceId) {
+        if let Some(s) = self.source_index(source) {
+            self.sources[s].removed = true;
+            self.release_all(s);
+        }
+        self.schedule(now);
+    }
+
+    /// Time has passed: judge overdue requests and stalls, end backoffs and demotions.
     pub fn handle_timeout(&mut self, now: Millis) {
+        let keep = self.config.max_strikes.saturating_sub(1);
+        for src in &mut self.sources {
+            if src.backoff_until.is_some_and(|t| t <= now) {
+                src.backoff_until = None;
+                src.probing = true;
+            }
+            if src.demoted_until.is_some_and(|t| t <= now) {
+                // On probation: one more stall demotes it again.
+                src.demoted_until = None;
+                src.strikes = src.strikes.min(keep);
+            }
+        }
         let mut overdue = Vec::new();
         for (s, source) in self.sources.iter().enumerate() {
             if !source.usable() {
@@ -444,16 +566,34 @@ impl Scheduler {
         // In_flight is a HashMap: sort, so that the order (and so the run) does not depend on
         // the hasher's seed.
         overdue.sort_unstable();
+        let mut stalled = vec![false; self.sources.len()];
         for (s, c) in overdue {
             // The request stays open (the bytes may still come), but the chunk is also asked
-            // elsewhere, and the source gets a strike.
+            // elsewhere.
+            stalled[s] = true;
             let source = &mut self.sources[s];
-            source.strikes += 1;
             source.passed += 1;
             let id = source.id;
             self.chunks[c].passed_over.push(id);
             if self.chunks[c].holders.len() < self.config.max_copies {
                 self.enqueue(c);
+            }
+        }
+        // One strike per stall: for the requests that went overdue now, unless this stall was
+        // counted less than a period ago; and again for each period of silence after it.
+        let period = self.stall_period();
+        for (s, stalled) in stalled.into_iter().enumerate() {
+            let src = &self.sources[s];
+            let silent = src.usable()
+                && !src.in_flight.is_empty()
+                && src
+                    .stall
+                    .is_some_and(|t| now.0 >= t.0.saturating_add(period));
+            let counted = src
+                .stall
+                .is_some_and(|t| now.0 < t.0.saturating_add(period));
+            if (stalled && !counted) || silent {
+                self.strike(s, now);
             }
         }
         self.schedule(now);
@@ -473,10 +613,41 @@ impl Scheduler {
                 bytes: s.bytes,
                 chunks: s.chunks,
                 banned: s.banned.clone(),
-                slow: s.slow(&self.config),
+                slow: s.ever_slow,
             });
         }
         report
+    }
+
+    /// How long a stall lasts before it counts again.
+    fn stall_period(&self) -> u64 {
+        self.config.timeout_floor.max(1)
+    }
+
+    /// A stall at source `s`: a strike, and at `max_strikes` a demotion.
+    fn strike(&mut self, s: usize, now: Millis) {
+        let (max, floor, factor) = (
+            self.config.max_strikes,
+            self.config.timeout_floor.max(1),
+            self.config.slow_factor.max(1),
+        );
+        let src = &mut self.sources[s];
+        src.strikes += 1;
+        src.stall = Some(now);
+        if src.strikes >= max && src.demoted_until.is_none() {
+            let wait = floor.saturating_mul(factor) << src.demotions.min(MAX_DEMOTION_DOUBLINGS);
+            src.demoted_until = Some(Millis(now.0.saturating_add(wait)));
+            src.demotions += 1;
+            src.ever_slow = true;
+        }
+    }
+
+    /// Whether a source now backing off may later provide chunk `c`.
+    fn may_return(&self, c: usize) -> bool {
+        let chunk = &self.chunks[c];
+        self.sources.iter().any(|s| {
+            s.backing_off() && s.may_hold(&chunk.need.id) && !chunk.passed_over.contains(&s.id)
+        })
     }
 
     fn source_index(&self, id: SourceId) -> Option<usize> {
@@ -530,7 +701,7 @@ impl Scheduler {
             .filter(|s| {
                 s.usable() && s.may_hold(&chunk.need.id) && !chunk.passed_over.contains(&s.id)
             })
-            .map(|s| s.tier(&self.config))
+            .map(Source::tier)
             .min()
     }
 
@@ -548,14 +719,14 @@ impl Scheduler {
             .collect();
         order.sort_by_key(|&s| {
             (
-                self.sources[s].tier(&self.config),
+                self.sources[s].tier(),
                 std::cmp::Reverse(self.sources[s].rate),
             )
         });
         for s in order {
             let mut batch = Vec::new();
             let mut bytes = 0u64;
-            let tier = self.sources[s].tier(&self.config);
+            let tier = self.sources[s].tier();
             if self.covered_below(tier) {
                 // Every chunk's best tier is better than this source's: nothing for it, and
                 // no need to scan the queue to find that out.
@@ -564,7 +735,7 @@ impl Scheduler {
             let mut i = 0;
             while i < self.pending.len() {
                 let source = &self.sources[s];
-                if source.in_flight.len() + batch.len() >= source.max_in_flight
+                if source.in_flight.len() + batch.len() >= source.capacity()
                     || batch.len() >= self.config.batch_max_chunks
                     || bytes >= self.config.batch_max_bytes
                 {
@@ -615,8 +786,12 @@ impl Scheduler {
         if self.covered_below(u8::MAX) {
             return;
         }
+        // A source backing off may still provide it: wait for it.
         if let Some(&c) = self.pending.iter().find(|&&c| {
-            self.queued[c] && self.chunks[c].holders.is_empty() && self.best_tier(c).is_none()
+            self.queued[c]
+                && self.chunks[c].holders.is_empty()
+                && self.best_tier(c).is_none()
+                && !self.may_return(c)
         }) {
             self.finished = true;
             self.actions.push_back(Action::Stuck {
@@ -631,10 +806,7 @@ impl Scheduler {
     /// nothing from it, which keeps a chunk's handling independent of the release's size.
     fn covered_below(&self, tier: u8) -> bool {
         self.sources.iter().any(|s| {
-            s.usable()
-                && s.passed == 0
-                && matches!(s.holdings, Holdings::Any)
-                && s.tier(&self.config) < tier
+            s.usable() && s.passed == 0 && matches!(s.holdings, Holdings::Any) && s.tier() < tier
         })
     }
 
@@ -644,7 +816,7 @@ impl Scheduler {
     fn endgame(&self, s: usize, tier: u8, batch: &mut Vec<usize>) {
         let source = &self.sources[s];
         for (c, chunk) in self.chunks.iter().enumerate() {
-            if source.in_flight.len() + batch.len() >= source.max_in_flight
+            if source.in_flight.len() + batch.len() >= source.capacity()
                 || batch.len() >= self.config.batch_max_chunks
             {
                 return;
@@ -900,6 +1072,221 @@ mod tests {
         assert_eq!(s.report().bytes_by_kind[&SourceKind::Origin], 5 * 65_536);
     }
 
+    /// The strike state of a source, for the tests below.
+    fn source(s: &Scheduler, id: SourceId) -> &Source {
+        &s.sources[s.source_index(id).unwrap()]
+    }
+
+    #[test]
+    fn a_stall_strikes_once_however_many_chunks_are_in_flight() {
+        let mut s = Scheduler::new(Config::default(), needs(40));
+        s.add_source(Millis(0), PEER, SourceKind::LanPeer, 16, Holdings::Any);
+        s.add_source(Millis(0), ORIGIN, SourceKind::Origin, 16, Holdings::Any);
+        s.start(Millis(0));
+        let (first, _) = drain(&mut s);
+        assert_eq!(first.len(), 16);
+        // Sixteen requests go overdue together: one stall, one strike, not sixteen.
+        s.handle_timeout(Millis(5_000));
+        assert_eq!(source(&s, PEER).strikes, 1);
+        assert!(!source(&s, PEER).slow());
+        // Asked again within the same period: still the same stall.
+        s.handle_timeout(Millis(7_000));
+        assert_eq!(source(&s, PEER).strikes, 1);
+        // The overdue chunks were asked of the origin meanwhile.
+        let (hedged, _) = drain(&mut s);
+        assert!(!hedged.is_empty() && hedged.iter().all(|(src, _)| *src == ORIGIN));
+    }
+
+    #[test]
+    fn a_silent_source_strikes_again_each_period_and_is_demoted() {
+        let c = Config::default();
+        let mut s = Scheduler::new(c, needs(20));
+        s.add_source(Millis(0), PEER, SourceKind::LanPeer, 4, Holdings::Any);
+        s.add_source(Millis(0), ORIGIN, SourceKind::Origin, 4, Holdings::Any);
+        s.start(Millis(0));
+        drain(&mut s);
+        let mut at = Vec::new();
+        while !source(&s, PEER).slow() {
+            let t = s.poll_timeout().unwrap();
+            s.handle_timeout(t);
+            at.push((t.0, source(&s, PEER).strikes));
+            assert!(at.len() < 10, "never demoted: {at:?}");
+        }
+        // Strikes at 5 s, 10 s, 15 s of silence: demoted at the third.
+        assert_eq!(at, [(5_000, 1), (10_000, 2), (15_000, 3)]);
+        assert_eq!(
+            source(&s, PEER).demoted_until,
+            Some(Millis(15_000 + c.slow_factor * c.timeout_floor))
+        );
+    }
+
+    #[test]
+    fn strikes_decay_with_deliveries_on_time() {
+        let mut s = Scheduler::new(Config::default(), needs(200));
+        s.add_source(Millis(0), PEER, SourceKind::LanPeer, 2, Holdings::Any);
+        s.add_source(Millis(0), ORIGIN, SourceKind::Origin, 2, Holdings::Any);
+        s.start(Millis(0));
+        let mut now = 0;
+        // Ten times: the peer stalls once (both requests overdue), then delivers on time.
+        // Without decay that is ten strikes; with it, the peer never reaches three.
+        for round in 0..10 {
+            let (requests, _) = drain(&mut s);
+            let at_peer: Vec<ChunkId> = requests
+                .iter()
+                .filter(|(src, _)| *src == PEER)
+                .map(|(_, id)| *id)
+                .collect();
+            for (src, id) in &requests {
+                if *src == ORIGIN {
+                    s.handle_chunk(Millis(now), *src, id, ChunkOutcome::Verified);
+                }
+            }
+            if round % 2 == 0 {
+                now = s.poll_timeout().unwrap().0;
+                s.handle_timeout(Millis(now));
+                // The overdue ones arrive late, the next ones on time.
+                for id in &at_peer {
+                    now += 10;
+                    s.handle_chunk(Millis(now), PEER, id, ChunkOutcome::Verified);
+                }
+            } else {
+                for id in &at_peer {
+                    now += 10;
+                    s.handle_chunk(Millis(now), PEER, id, ChunkOutcome::Verified);
+                }
+            }
+            assert!(source(&s, PEER).strikes <= 1, "round {round}");
+            assert!(!source(&s, PEER).ever_slow);
+        }
+    }
+
+    #[test]
+    fn a_late_delivery_does_not_decay_strikes() {
+        let mut s = Scheduler::new(Config::default(), needs(20));
+        s.add_source(Millis(0), PEER, SourceKind::LanPeer, 2, Holdings::Any);
+        s.add_source(Millis(0), ORIGIN, SourceKind::Origin, 2, Holdings::Any);
+        s.start(Millis(0));
+        let (requests, _) = drain(&mut s);
+        s.handle_timeout(Millis(5_000));
+        assert_eq!(source(&s, PEER).strikes, 1);
+        let (_, id) = requests[0];
+        s.handle_chunk(Millis(6_000), PEER, &id, ChunkOutcome::Verified);
+        assert_eq!(source(&s, PEER).strikes, 1, "late: no decay");
+        assert_eq!(source(&s, PEER).stall, None, "but the stall is over");
+    }
+
+    #[test]
+    fn a_lost_source_is_retried_after_a_backoff_that_doubles() {
+        let floor = Config::default().timeout_floor;
+        let mut s = Scheduler::new(Config::default(), needs(50));
+        s.add_source(Millis(0), ORIGIN, SourceKind::Origin, 8, Holdings::Any);
+        s.start(Millis(0));
+        let (first, _) = drain(&mut s);
+        assert_eq!(first.len(), 8);
+        // Outage: the connection is lost. Not a ban, and nothing is stuck.
+        s.handle_source_lost(Millis(100), ORIGIN);
+        let (requests, other) = drain(&mut s);
+        assert!(requests.is_empty() && other.is_empty(), "{other:?}");
+        assert_eq!(s.poll_timeout(), Some(Millis(100 + floor)));
+        // More losses reported during the backoff change nothing.
+        s.handle_source_lost(Millis(200), ORIGIN);
+        assert_eq!(s.poll_timeout(), Some(Millis(100 + floor)));
+        // Back: probed with one chunk.
+        s.handle_timeout(Millis(100 + floor));
+        let (probe, _) = drain(&mut s);
+        assert_eq!(probe.len(), 1);
+        // Lost again without delivering: twice the wait.
+        let t = 100 + floor + 50;
+        s.handle_source_lost(Millis(t), ORIGIN);
+        assert_eq!(s.poll_timeout(), Some(Millis(t + 2 * floor)));
+        s.handle_timeout(Millis(t + 2 * floor));
+        let (probe, _) = drain(&mut s);
+        assert_eq!(probe.len(), 1);
+        // It delivers: full concurrency again, and the backoff starts over.
+        let now = t + 2 * floor + 10;
+        s.handle_chunk(Millis(now), ORIGIN, &probe[0].1, ChunkOutcome::Verified);
+        let (more, _) = drain(&mut s);
+        assert_eq!(more.len(), 8);
+        s.handle_source_lost(Millis(now + 1), ORIGIN);
+        assert_eq!(s.poll_timeout(), Some(Millis(now + 1 + floor)));
+        // And the update completes.
+        s.handle_timeout(Millis(now + 1 + floor));
+        let seen = run(&mut s, now + 1 + floor, |_, _| Some(ChunkOutcome::Verified));
+        assert_eq!(seen, [Action::Complete]);
+        assert_eq!(s.report().bytes_by_kind[&SourceKind::Origin], 50 * 65_536);
+        assert!(s.report().sources[0].banned.is_none());
+    }
+
+    #[test]
+    fn a_removed_source_is_never_asked_again() {
+        let mut s = Scheduler::new(Config::default(), needs(10));
+        s.add_source(Millis(0), PEER, SourceKind::LanPeer, 16, Holdings::Any);
+        s.add_source(Millis(0), ORIGIN, SourceKind::Origin, 16, Holdings::Any);
+        s.start(Millis(0));
+        drain(&mut s);
+        s.remove_source(Millis(1), PEER);
+        s.handle_timeout(Millis(1_000_000));
+        let seen = run(&mut s, 1_000_000, |src, _| {
+            assert_ne!(src, PEER);
+            Some(ChunkOutcome::Verified)
+        });
+        assert_eq!(seen, [Action::Complete]);
+    }
+
+    #[test]
+    fn a_ban_outlives_every_backoff_and_demotion() {
+        let all = needs(30);
+        let bad = all[0].id;
+        let mut s = Scheduler::new(Config::default(), all);
+        s.add_source(Millis(0), PEER, SourceKind::LanPeer, 4, Holdings::Any);
+        s.add_source(Millis(0), ORIGIN, SourceKind::Origin, 4, Holdings::Any);
+        s.start(Millis(0));
+        drain(&mut s);
+        s.handle_chunk(Millis(1), PEER, &bad, ChunkOutcome::Corrupt);
+        // A loss report and a long time later, the banned peer still gets nothing.
+        s.handle_source_lost(Millis(2), PEER);
+        for t in [10_000, 1_000_000, 100_000_000] {
+            s.handle_timeout(Millis(t));
+        }
+        let seen = run(&mut s, 100_000_000, |src, _| {
+            assert_ne!(src, PEER, "asked a banned source");
+            Some(ChunkOutcome::Verified)
+        });
+        assert_eq!(seen, [Action::Complete]);
+        let report = s.report();
+        let peer = report.sources.iter().find(|r| r.source == PEER).unwrap();
+        assert_eq!(peer.banned, Some(BanReason::CorruptChunk { id: bad }));
+    }
+
+    #[test]
+    fn a_demoted_source_that_delivers_again_is_back_on_probation() {
+        let c = Config::default();
+        let mut s = Scheduler::new(c, needs(40));
+        s.add_source(Millis(0), PEER, SourceKind::LanPeer, 2, Holdings::Any);
+        s.add_source(Millis(0), ORIGIN, SourceKind::Origin, 2, Holdings::Any);
+        s.start(Millis(0));
+        let (first, _) = drain(&mut s);
+        let origin_lost_at = 1;
+        // The origin is unreachable too (the site's uplink is down).
+        s.handle_source_lost(Millis(origin_lost_at), ORIGIN);
+        while !source(&s, PEER).slow() {
+            let t = s.poll_timeout().unwrap();
+            s.handle_timeout(t);
+            drain(&mut s);
+        }
+        // The peer's upstream comes back: its overdue chunks arrive.
+        let t = 16_000;
+        s.handle_chunk(Millis(t), PEER, &first[0].1, ChunkOutcome::Verified);
+        let peer = source(&s, PEER);
+        assert!(!peer.slow(), "delivering again ends the demotion");
+        assert_eq!(peer.strikes, c.max_strikes - 1, "on probation");
+        assert_eq!(peer.tier(), 1);
+        assert!(
+            s.report().sources[0].slow,
+            "the report still says it was slow"
+        );
+    }
+
     proptest::proptest! {
         /// Whatever peers do (deliver, lack, corrupt), with an honest origin every update
         /// completes, each chunk is counted once, and nothing is taken from a banned peer.
@@ -938,6 +1325,111 @@ mod tests {
                 if let Some(BanReason::CorruptChunk { id }) = &r.banned {
                     proptest::prop_assert_eq!(r.source, SourceId(1));
                     proptest::prop_assert_eq!(behaviour[index[id]], 1);
+                }
+            }
+        }
+
+        /// With time passing: peers that deliver, stall (answer late or never), get lost,
+        /// corrupt; an origin that is lost now and then but otherwise honest. The update
+        /// always completes, each chunk counted once; no banned source is asked again; only
+        /// corruption bans; a stall of many requests strikes at most once per period.
+        #[test]
+        fn completes_through_stalls_losses_and_bans(
+            behaviour in proptest::collection::vec(0u8..6, 1..120),
+            losses in proptest::collection::vec(0u64..200_000, 0..6),
+            peers in 1u32..4,
+            in_flight in 1usize..8,
+        ) {
+            let all = needs(behaviour.len() as u64);
+            let config = Config::default();
+            let mut s = Scheduler::new(config, all.clone());
+            for p in 0..peers {
+                s.add_source(Millis(0), SourceId(p + 1), SourceKind::LanPeer, in_flight, Holdings::Any);
+            }
+            s.add_source(Millis(0), ORIGIN, SourceKind::Origin, in_flight, Holdings::Any);
+            s.start(Millis(0));
+            let index: HashMap<ChunkId, usize> =
+                all.iter().enumerate().map(|(i, n)| (n.id, i)).collect();
+            let mut losses = losses;
+            losses.sort_unstable();
+            let mut losses: VecDeque<u64> = losses.into();
+            // Answers due: (time, source, id, outcome).
+            let mut due: Vec<(u64, SourceId, ChunkId, ChunkOutcome)> = Vec::new();
+            let mut banned: HashSet<SourceId> = HashSet::new();
+            let mut now = 0u64;
+            let mut done = false;
+            for _ in 0..100_000 {
+                while let Some(action) = s.poll_action() {
+                    match action {
+                        Action::Request { source, ids } => {
+                            proptest::prop_assert!(!banned.contains(&source), "asked banned {source:?}");
+                            for (k, id) in ids.into_iter().enumerate() {
+                                let b = behaviour[index[&id]];
+                                let t = now + 10 * (k as u64 + 1);
+                                let answer = if source == ORIGIN {
+                                    Some((t, ChunkOutcome::Verified))
+                                } else {
+                                    match (b, source.0) {
+                                        (1, 1) => Some((t, ChunkOutcome::Corrupt)),
+                                        (2, _) => Some((t, ChunkOutcome::Missing)),
+                                        (3, _) => Some((t + 60_000, ChunkOutcome::Verified)),
+                                        (4, 1) => None,
+                                        _ => Some((t, ChunkOutcome::Verified)),
+                                    }
+                                };
+                                if let Some((t, outcome)) = answer {
+                                    due.push((t, source, id, outcome));
+                                }
+                            }
+                        }
+                        Action::Complete => done = true,
+                        Action::Stuck { id } => proptest::prop_assert!(false, "stuck on {id:?}"),
+                        _ => {}
+                    }
+                }
+                if done {
+                    break;
+                }
+                let next_answer = due.iter().map(|d| d.0).min();
+                let next = [next_answer, s.poll_timeout().map(|t| t.0), losses.front().copied()]
+                    .into_iter()
+                    .flatten()
+                    .min();
+                let Some(next) = next else {
+                    proptest::prop_assert!(false, "nothing left to wait for");
+                    break;
+                };
+                now = now.max(next);
+                if losses.front() == Some(&now) {
+                    losses.pop_front();
+                    // The origin's connection drops: its answers in transit are gone.
+                    due.retain(|d| d.1 != ORIGIN);
+                    s.handle_source_lost(Millis(now), ORIGIN);
+                    continue;
+                }
+                if let Some(pos) = due.iter().position(|d| d.0 == now) {
+                    let (_, source, id, outcome) = due.swap_remove(pos);
+                    if outcome == ChunkOutcome::Corrupt {
+                        banned.insert(source);
+                    }
+                    s.handle_chunk(Millis(now), source, &id, outcome);
+                } else {
+                    s.handle_timeout(Millis(now));
+                }
+                for src in &s.sources {
+                    proptest::prop_assert!(src.strikes <= 1 + (now / config.timeout_floor) as u32);
+                }
+            }
+            proptest::prop_assert!(done, "did not complete");
+            let report = s.report();
+            let total: u64 = report.bytes_by_kind.values().sum();
+            proptest::prop_assert_eq!(total, behaviour.len() as u64 * 65_536);
+            for r in &report.sources {
+                if let Some(BanReason::CorruptChunk { id }) = &r.banned {
+                    proptest::prop_assert_eq!(r.source, SourceId(1));
+                    proptest::prop_assert_eq!(behaviour[index[id]], 1);
+                } else {
+                    proptest::prop_assert!(!banned.contains(&r.source));
                 }
             }
         }
