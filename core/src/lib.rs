@@ -15,8 +15,11 @@
 //! - [`fetch`]: the fetch scheduler (which chunk from which source); [`cache`]: the site
 //!   cache's policy (single flight, eviction, prefetch, upstream budget).
 //! - [`journal`] and [`install`]: the device's download journal and A/B slot transitions.
+//! - [`attest`]: Android Key Attestation evidence: chain verification, the challenge binding
+//!   and the policy's judgement (remote attestation, an eligibility signal).
 //! - [`digest`] and [`time`]: the newtypes the others build on.
 
+pub mod attest;
 pub mod cache;
 pub mod chunk;
 pub mod digest;

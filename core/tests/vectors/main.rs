@@ -4,6 +4,7 @@
 // Helpers are shared between the modules of this one binary.
 #![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
+mod attest;
 mod ed25519;
 mod end_to_end;
 mod interop;
