@@ -17,10 +17,10 @@ use quinn::{Endpoint, RecvStream};
 use tracing::debug;
 
 use crate::proto::{
-    ChannelBinding, ErrorCode, MAX_RESPONSE_HEADER_LEN, MessageKind, Nonce, Refusal, Request,
-    Response, SignedKind, SignedRequest, WireError,
+    ChannelBinding, ErrorCode, MAX_RESPONSE_HEADER_LEN, MessageKind, Nonce, Refusal, RelayKey,
+    Relayed, Request, Response, Signature, SignedKind, SignedRequest, WireError,
 };
-use crate::quic::{self, CertPin, ConfigError, SERVER_NAME, TransportLimits};
+use crate::quic::{self, CertPin, ConfigError, NodeKey, SERVER_NAME, TransportLimits};
 use crate::stream::{self, ReadFailure, WriteFailure};
 
 /// Client limits and timeouts.
@@ -367,6 +367,56 @@ impl Client {
             Response::Signed(body) => Answer::Signed(body),
             Response::Refused(refusal) => Answer::Refused(refusal),
             other => return Err(self.unexpected(&mut recv, kind.name(), &other)),
+        };
+        self.end(&mut recv).await?;
+        Ok(answer)
+    }
+
+    /// Forwards a device's signed request to this server (the origin) as relay `relay`: what
+    /// a site peer does with a `CheckIn` or `Report` a device sent it.
+    ///
+    /// The flow, for a peer between a device and the origin:
+    /// 1. the device asks the peer for a `Challenge`; the peer asks the origin on this
+    ///    connection ([`Client::challenge`]) and hands the origin's nonce to the device;
+    /// 2. the device signs its request with that nonce over the channel binding of **its**
+    ///    connection to the peer (`device_binding`: on the peer's side,
+    ///    `ConnInfo::binding` of the device's connection), and sends it to the peer;
+    /// 3. the peer calls this, on the same connection to the origin that got the nonce.
+    ///
+    /// `relay` is the peer's node key; its public key must be enrolled at the origin
+    /// (`ota-origin peer enroll --public-key HEX`). This signs [`Relayed::signing_bytes`] over
+    /// this connection's binding with it, so the message is good on this connection only.
+    /// The request and `device_binding` are sent unchanged: the origin checks the device's
+    /// signature over `device_binding`, the nonce (issued on this connection, single use), the
+    /// timestamp window and the device's enrollment, exactly as for a direct request.
+    ///
+    /// Returns the origin's answer ([`Answer::Signed`]: the body to hand back to the device
+    /// as it is; [`Answer::Refused`]: a refusal to pass on, e.g. 403 for an unenrolled relay
+    /// or a bad device signature, 501 from a server that takes no relayed requests).
+    #[tracing::instrument(name = "net.relayed", skip_all, fields(peer = %self.peer, kind = kind.name()))]
+    pub async fn relayed(
+        &self,
+        relay: &NodeKey,
+        kind: SignedKind,
+        device_binding: ChannelBinding,
+        request: SignedRequest,
+    ) -> Result<Answer, ClientError> {
+        use ed25519_dalek::Signer as _;
+        let key = ed25519_dalek::SigningKey::from_bytes(relay.seed());
+        let mut relayed = Relayed {
+            kind,
+            device_binding,
+            request,
+            relay_key: RelayKey(key.verifying_key().to_bytes()),
+            relay_signature: Signature([0; 64]),
+        };
+        relayed.relay_signature =
+            Signature(key.sign(&relayed.signing_bytes(&self.binding)).to_bytes());
+        let mut recv = self.send(&Request::Relayed(relayed)).await?;
+        let answer = match self.header(&mut recv).await? {
+            Response::Signed(body) => Answer::Signed(body),
+            Response::Refused(refusal) => Answer::Refused(refusal),
+            other => return Err(self.unexpected(&mut recv, "Relayed", &other)),
         };
         self.end(&mut recv).await?;
         Ok(answer)

@@ -73,6 +73,9 @@ pub const MAX_REASON_LEN: usize = 1024;
 /// The domain-separation prefix of [`signing_bytes`].
 pub const SIGNING_DOMAIN: &[u8] = b"enigm-ota/1 signed request\0";
 
+/// The domain-separation prefix of [`relay_signing_bytes`].
+pub const RELAY_SIGNING_DOMAIN: &[u8] = b"enigm-ota/1 relayed request\0";
+
 /// A request: the first and only frame a client writes on a stream.
 ///
 /// The postcard variant index is the wire tag: the order of the variants is part of the
@@ -105,6 +108,10 @@ pub enum Request {
         #[serde(with = "wire_ids")]
         ids: Vec<ChunkId>,
     },
+    /// A site peer forwards a device's `CheckIn` or `Report` that arrived on the device's
+    /// connection to the peer. Answer: as for the request relayed (`Signed` or `Refused`);
+    /// servers that take no relayed requests answer `Refused` (501).
+    Relayed(Relayed),
 }
 
 /// A response header: one frame, possibly followed by raw bytes.
@@ -144,8 +151,9 @@ pub enum Response {
     End,
 }
 
-/// The signed requests, as named in [`signing_bytes`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The signed requests, as named in [`signing_bytes`]. On the wire (in [`Relayed`]) a kind is
+/// its postcard variant index: 0 `CheckIn`, 1 `Report`, 2 `Enroll`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum SignedKind {
     /// [`Request::CheckIn`].
@@ -173,6 +181,39 @@ pub struct SignedRequest {
     /// Ed25519 signature over [`SignedRequest::signing_bytes`].
     pub signature: Signature,
 }
+
+/// A device's signed request, forwarded by a site peer (a *relay*) over the peer's own
+/// connection to the origin.
+///
+/// The device signed `request` over the channel binding of **its** connection to the peer
+/// (`device_binding`), with a nonce the peer obtained from the origin by a `Challenge` on the
+/// peer's connection to the origin (the peer relays challenges too). The origin cannot see the
+/// device↔peer connection, so it trusts the enrolled relay for one thing only: that
+/// `device_binding` is the binding of the connection the request arrived on. The relay proves
+/// who it is, and that it speaks on this very connection, by `relay_signature`: its node key
+/// signs [`relay_signing_bytes`], which cover the binding of the relay↔origin connection.
+/// Everything else is checked as for a direct request: the device's signature (over
+/// `device_binding`), the timestamp window, the device's enrollment, and the nonce (issued on
+/// the relay↔origin connection, unexpired, single use).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Relayed {
+    /// `CheckIn` or `Report`.
+    pub kind: SignedKind,
+    /// The channel binding of the device↔peer connection the request arrived on.
+    #[serde(with = "binding")]
+    pub device_binding: ChannelBinding,
+    /// The device's request, unchanged.
+    pub request: SignedRequest,
+    /// The relay's node key (Ed25519 public key; `Identity::public_key` in [`crate::quic`]).
+    pub relay_key: RelayKey,
+    /// The relay's Ed25519 signature over [`relay_signing_bytes`] for the relay↔origin
+    /// connection this message travels on.
+    pub relay_signature: Signature,
+}
+
+/// A relay's (site peer's) Ed25519 node public key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RelayKey(#[serde(with = "fixed")] pub [u8; 32]);
 
 /// A refusal: the server understood the request and will not serve it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -282,6 +323,7 @@ impl Request {
             Self::Enroll(_) => "Enroll",
             Self::GetMetadata { .. } => "GetMetadata",
             Self::GetBlobs { .. } => "GetBlobs",
+            Self::Relayed(_) => "Relayed",
         }
     }
 
@@ -319,7 +361,11 @@ impl Request {
     fn check_bounds(&self) -> Result<(), WireError> {
         let what = MessageKind::Request;
         match self {
-            Self::Challenge | Self::CheckIn(_) | Self::Report(_) | Self::Enroll(_) => Ok(()),
+            Self::Challenge
+            | Self::CheckIn(_)
+            | Self::Report(_)
+            | Self::Enroll(_)
+            | Self::Relayed(_) => Ok(()),
             Self::GetMetadata { name, max_len } => {
                 bound(
                     what,
@@ -491,6 +537,54 @@ pub fn signing_bytes(
     out
 }
 
+impl Relayed {
+    /// The exact bytes the relay signs for this message sent on the relay↔origin connection
+    /// whose channel binding is `relay_binding`. See [`relay_signing_bytes`].
+    pub fn signing_bytes(&self, relay_binding: &ChannelBinding) -> Vec<u8> {
+        relay_signing_bytes(
+            self.kind,
+            &self.relay_key,
+            relay_binding,
+            &self.device_binding,
+            &self.request,
+        )
+    }
+}
+
+/// The bytes a relay's signature covers:
+///
+/// ```text
+/// RELAY_SIGNING_DOMAIN  28 bytes  "enigm-ota/1 relayed request" followed by one 0x00 byte
+/// kind                   1 byte   SignedKind::tag: 1 CheckIn, 2 Report, 3 Enroll
+/// relay_key             32 bytes  the relay's Ed25519 node public key
+/// relay binding         32 bytes  TLS exporter of the relay↔origin connection
+/// device binding        32 bytes  TLS exporter of the device↔relay connection
+/// device_key            32 bytes  the device's Ed25519 public key
+/// nonce                 32 bytes  the request's nonce
+/// device signature      64 bytes  the request's signature (which covers its body)
+/// ```
+///
+/// All fields have a fixed width. The relay binding ties the message to the connection it
+/// travels on, as [`signing_bytes`] does for a direct request.
+pub fn relay_signing_bytes(
+    kind: SignedKind,
+    relay_key: &RelayKey,
+    relay_binding: &ChannelBinding,
+    device_binding: &ChannelBinding,
+    request: &SignedRequest,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(RELAY_SIGNING_DOMAIN.len() + 1 + 32 * 5 + 64);
+    out.extend_from_slice(RELAY_SIGNING_DOMAIN);
+    out.push(kind.tag());
+    out.extend_from_slice(&relay_key.0);
+    out.extend_from_slice(&relay_binding.0);
+    out.extend_from_slice(&device_binding.0);
+    out.extend_from_slice(&request.device_key.0);
+    out.extend_from_slice(&request.nonce.0);
+    out.extend_from_slice(&request.signature.0);
+    out
+}
+
 impl Refusal {
     /// The request is malformed or not allowed in this context.
     pub const BAD_REQUEST: u16 = 400;
@@ -602,7 +696,7 @@ macro_rules! hex_debug {
         }
     )*};
 }
-hex_debug!(Nonce, DeviceKey, Signature, ChannelBinding);
+hex_debug!(Nonce, DeviceKey, Signature, ChannelBinding, RelayKey);
 
 /// Reads a frame's length prefix.
 pub(crate) fn frame_len(prefix: [u8; 4]) -> u32 {
@@ -684,6 +778,26 @@ fn bound(
             min,
             max,
         })
+    }
+}
+
+/// A [`ChannelBinding`] as 32 raw bytes.
+mod binding {
+    use serde::{Deserializer, Serializer};
+
+    use super::ChannelBinding;
+
+    pub(super) fn serialize<S: Serializer>(
+        binding: &ChannelBinding,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        super::fixed::serialize(&binding.0, serializer)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<ChannelBinding, D::Error> {
+        super::fixed::deserialize(deserializer).map(ChannelBinding)
     }
 }
 
@@ -872,6 +986,30 @@ mod tests {
             body: b"body".to_vec(),
             signature: Signature([3; 64]),
         }
+    }
+
+    #[test]
+    fn relay_signature_covers_both_bindings_and_the_device_signature() {
+        let relayed = Relayed {
+            kind: SignedKind::Report,
+            device_binding: ChannelBinding([4; 32]),
+            request: signed_request(),
+            relay_key: RelayKey([5; 32]),
+            relay_signature: Signature([6; 64]),
+        };
+        let bytes = relayed.signing_bytes(&ChannelBinding([7; 32]));
+        let mut expected = RELAY_SIGNING_DOMAIN.to_vec();
+        expected.push(2);
+        for part in [[5u8; 32], [7; 32], [4; 32], [1; 32], [2; 32]] {
+            expected.extend_from_slice(&part);
+        }
+        expected.extend_from_slice(&[3; 64]);
+        assert_eq!(bytes, expected);
+        // Another connection, another message.
+        assert_ne!(relayed.signing_bytes(&ChannelBinding([8; 32])), bytes);
+        // The relay tag is the last variant: the order of variants is the wire tag.
+        let frame = Request::Relayed(relayed).encode_frame().unwrap();
+        assert_eq!(frame[4], 6);
     }
 
     #[test]
@@ -1129,6 +1267,22 @@ mod tests {
                     ids: vec![id],
                 }
             }),
+            (
+                prop_oneof![Just(SignedKind::CheckIn), Just(SignedKind::Report)],
+                any::<[u8; 32]>(),
+                signed(),
+                any::<[u8; 32]>(),
+                proptest::collection::vec(any::<u8>(), 64),
+            )
+                .prop_map(|(kind, binding, request, key, sig)| {
+                    Request::Relayed(Relayed {
+                        kind,
+                        device_binding: ChannelBinding(binding),
+                        request,
+                        relay_key: RelayKey(key),
+                        relay_signature: Signature(sig.try_into().unwrap()),
+                    })
+                }),
         ]
     }
 

@@ -19,8 +19,8 @@ use tokio::task::JoinSet;
 use tracing::{Instrument as _, debug, debug_span, info, info_span, warn};
 
 use crate::proto::{
-    ChannelBinding, ErrorCode, MAX_REQUEST_LEN, MessageKind, Nonce, Refusal, Request, Response,
-    SignedKind, SignedRequest, WireError,
+    ChannelBinding, ErrorCode, MAX_REQUEST_LEN, MessageKind, Nonce, Refusal, Relayed, Request,
+    Response, SignedKind, SignedRequest, WireError,
 };
 use crate::quic::{self, CertPin, ConfigError, Identity, TransportLimits};
 use crate::stream::{self, ReadFailure, WriteFailure};
@@ -49,6 +49,25 @@ pub trait Handler: Send + Sync + 'static {
     /// The blob `id`, or `None`. The server does not hash it: serving a blob whose bytes do
     /// not match its id is the handler's bug, and every client checks.
     fn blob(&self, conn: &ConnInfo, id: &ChunkId) -> impl Future<Output = Option<Bytes>> + Send;
+
+    /// Answers a device's request forwarded by a site peer ([`Relayed`]): the handler checks
+    /// that the relay is one it trusts, the relay's signature over
+    /// [`Relayed::signing_bytes`]`(&conn.binding)`, and the device's signature over
+    /// `relayed.device_binding`; the net layer checks none of them. By default a server takes
+    /// no relayed requests and refuses them with [`Refusal::NOT_SUPPORTED`].
+    fn relayed(
+        &self,
+        conn: &ConnInfo,
+        relayed: Relayed,
+    ) -> impl Future<Output = Result<Vec<u8>, Refusal>> + Send {
+        let _ = (conn, relayed);
+        async {
+            Err(Refusal::new(
+                Refusal::NOT_SUPPORTED,
+                "this server takes no relayed requests",
+            ))
+        }
+    }
 }
 
 /// A shared handler serves as well, so its owner can keep a handle on its state.
@@ -72,6 +91,14 @@ impl<H: Handler> Handler for Arc<H> {
 
     fn blob(&self, conn: &ConnInfo, id: &ChunkId) -> impl Future<Output = Option<Bytes>> + Send {
         (**self).blob(conn, id)
+    }
+
+    fn relayed(
+        &self,
+        conn: &ConnInfo,
+        relayed: Relayed,
+    ) -> impl Future<Output = Result<Vec<u8>, Refusal>> + Send {
+        (**self).relayed(conn, relayed)
     }
 }
 
@@ -458,6 +485,13 @@ async fn respond<H: Handler>(
                 }
             }
             write_header(send, &Response::End, stall).await
+        }
+        Request::Relayed(relayed) => {
+            let answer = match handler.relayed(info, relayed).await {
+                Ok(body) => Response::Signed(body),
+                Err(refusal) => Response::Refused(refusal),
+            };
+            write_header(send, &answer, stall).await
         }
     }
 }

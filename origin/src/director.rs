@@ -7,13 +7,18 @@
 //! timestamp within the window; the device enrolled and not revoked (its handle is the keyed
 //! hash of the key that signed); the nonce issued on this connection, unexpired and unused
 //! (consumed atomically, so a replay loses).
+//!
+//! A request relayed by a site peer ([`verify_relayed`]) is checked the same way, with two
+//! differences: first the relay itself (enrolled, not revoked, its signature over this
+//! connection's binding), then the device's signature over the device↔peer binding the relay
+//! names, and the nonce issued on the relay's connection to the origin.
 
 use ota_core::director::{
     CheckIn, CheckInAnswer, Decision, DeviceHandle, InstallReport, MAX_BODY_LEN, Offer,
     OfferedArtifact, ReleaseFacts, decide,
 };
 use ota_core::time::UnixTime;
-use ota_net::proto::{Refusal, SignedKind, SignedRequest};
+use ota_net::proto::{ChannelBinding, Refusal, Relayed, SignedKind, SignedRequest};
 use ota_net::server::ConnInfo;
 
 use crate::lifecycle;
@@ -55,6 +60,16 @@ pub enum RequestRefusal {
     /// The nonce was issued on another connection.
     #[error("nonce issued on another connection")]
     OtherConnection,
+    /// A relayed request from a relay key that is not enrolled.
+    #[error("relay not enrolled")]
+    UnknownRelay,
+    /// A relayed request from a relay whose enrollment was revoked.
+    #[error("revoked relay")]
+    RevokedRelay,
+    /// The relay's signature does not verify over this connection's binding (made for
+    /// another connection, tampered, or not the key it names).
+    #[error("bad relay signature")]
+    BadRelaySignature,
     /// The body does not parse.
     #[error("malformed body: {0}")]
     Malformed(String),
@@ -87,10 +102,64 @@ pub async fn verify_request(
     request: &SignedRequest,
     now: UnixTime,
 ) -> Result<DeviceRecord, RequestRefusal> {
+    verify_bound(origin, &conn.binding, &conn.binding, kind, request, now).await
+}
+
+/// Verify a device's request relayed by a site peer on connection `conn` (see
+/// [`ota_net::proto::Relayed`]); returns the enrolled device.
+///
+/// In order: the relay's key is enrolled and not revoked; the relay's signature covers this
+/// connection's binding (so the message was made for this connection, by the holder of the
+/// relay's key); then every check of a direct request, with the device's signature over the
+/// device↔relay binding the relay vouches for, and the nonce issued on **this** (the
+/// relay's) connection.
+pub async fn verify_relayed(
+    origin: &Origin,
+    conn: &ConnInfo,
+    relayed: &Relayed,
+    now: UnixTime,
+) -> Result<DeviceRecord, RequestRefusal> {
+    let relay = origin
+        .catalog
+        .relay(&relayed.relay_key.0)
+        .await
+        .map_err(|e| unavailable(&e))?
+        .ok_or(RequestRefusal::UnknownRelay)?;
+    if relay.revoked_at.is_some() {
+        return Err(RequestRefusal::RevokedRelay);
+    }
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&relayed.relay_key.0)
+        .map_err(|_| RequestRefusal::BadRelaySignature)?;
+    let signature = ed25519_dalek::Signature::from_bytes(&relayed.relay_signature.0);
+    let message = relayed.signing_bytes(&conn.binding);
+    if key.is_weak() || key.verify_strict(&message, &signature).is_err() {
+        return Err(RequestRefusal::BadRelaySignature);
+    }
+    verify_bound(
+        origin,
+        &relayed.device_binding,
+        &conn.binding,
+        relayed.kind,
+        &relayed.request,
+        now,
+    )
+    .await
+}
+
+/// The checks of a signed request whose signature covers `signed_binding` and whose nonce
+/// was issued on the connection with binding `nonce_binding` (the same, for a direct request).
+async fn verify_bound(
+    origin: &Origin,
+    signed_binding: &ChannelBinding,
+    nonce_binding: &ChannelBinding,
+    kind: SignedKind,
+    request: &SignedRequest,
+    now: UnixTime,
+) -> Result<DeviceRecord, RequestRefusal> {
     let key = ed25519_dalek::VerifyingKey::from_bytes(&request.device_key.0)
         .map_err(|_| RequestRefusal::BadSignature)?;
     let signature = ed25519_dalek::Signature::from_bytes(&request.signature.0);
-    let message = request.signing_bytes(kind, &conn.binding);
+    let message = request.signing_bytes(kind, signed_binding);
     if key.is_weak() || key.verify_strict(&message, &signature).is_err() {
         return Err(RequestRefusal::BadSignature);
     }
@@ -116,7 +185,7 @@ pub async fn verify_request(
     }
     match origin
         .catalog
-        .consume_nonce(&request.nonce.0, &conn.binding.0, now)
+        .consume_nonce(&request.nonce.0, &nonce_binding.0, now)
         .await
         .map_err(|e| unavailable(&e))?
     {

@@ -52,6 +52,9 @@ enum Top {
     /// Device enrollment: enroll, list, revoke.
     #[command(subcommand)]
     Device(DeviceCmd),
+    /// Site peers allowed to relay devices' check-ins and reports: enroll, list, revoke.
+    #[command(subcommand)]
+    Peer(PeerCmd),
     /// Serve the repository and director over QUIC, the TUF mirror over HTTP and the admin API.
     Serve(ServeArgs),
     /// Verify the origin's audit log (hash chain, order, completeness, signatures).
@@ -217,6 +220,35 @@ enum DeviceCmd {
     Revoke(RevokeArgs),
 }
 
+#[derive(Debug, Subcommand)]
+enum PeerCmd {
+    /// Allow a site peer to relay devices' signed requests, by its node public key.
+    Enroll(PeerEnrollArgs),
+    /// List relays, enrolled and revoked.
+    List(DataArg),
+    /// Stop taking relayed requests from a site peer.
+    Revoke(PeerKeyArgs),
+}
+
+#[derive(Debug, Args)]
+struct PeerEnrollArgs {
+    #[command(flatten)]
+    key: PeerKeyArgs,
+    /// A name for operators (e.g. the site), shown by `peer list`.
+    #[arg(long, default_value = "")]
+    name: String,
+}
+
+#[derive(Debug, Args)]
+struct PeerKeyArgs {
+    #[command(flatten)]
+    data: DataArg,
+    /// The peer's Ed25519 node public key, 64 hex characters (its QUIC identity's key: the
+    /// peer proves it holds it by signing each relayed request over its connection).
+    #[arg(long)]
+    public_key: String,
+}
+
 #[derive(Debug, Args)]
 struct EnrollArgs {
     #[command(flatten)]
@@ -268,6 +300,11 @@ struct ServeArgs {
     /// listening (for scripts and tests).
     #[arg(long)]
     ready_file: Option<PathBuf>,
+    /// QUIC connections served at once; more are refused until one closes. All share one UDP
+    /// socket; each costs memory: its QUIC state and what it has in flight, which the send
+    /// window bounds.
+    #[arg(long, default_value_t = 4096)]
+    max_connections: usize,
 }
 
 fn main() {
@@ -315,6 +352,7 @@ fn exit_code(error: &anyhow::Error) -> i32 {
                 Some(
                     CatalogError::ReleaseExists { .. }
                         | CatalogError::DeviceExists { .. }
+                        | CatalogError::RelayExists { .. }
                         | CatalogError::StaleStage { .. }
                 )
             )
@@ -338,6 +376,7 @@ async fn run(command: Top) -> anyhow::Result<()> {
         Top::Init(args) => init(args).await,
         Top::Release(cmd) => release(cmd).await,
         Top::Device(cmd) => device(cmd).await,
+        Top::Peer(cmd) => peer(cmd).await,
         Top::Serve(args) => serve(args).await,
         Top::Audit(AuditCmd::Verify(args)) => match ota_origin::audit::verify(&args.data)? {
             Ok(entries) => {
@@ -711,11 +750,54 @@ async fn device(cmd: DeviceCmd) -> anyhow::Result<()> {
     }
 }
 
+async fn peer(cmd: PeerCmd) -> anyhow::Result<()> {
+    match cmd {
+        PeerCmd::Enroll(args) => {
+            let origin = Origin::open(&args.key.data.data).await?;
+            let key = parse_key(&args.key.public_key)?;
+            let verifying = ed25519_dalek::VerifyingKey::from_bytes(&key)
+                .map_err(|e| Refused(format!("not an Ed25519 public key: {e}")))?;
+            if verifying.is_weak() {
+                return Err(Refused("a small-order key cannot be a relay key".into()).into());
+            }
+            origin.catalog.enroll_relay(&key, &args.name, now()).await?;
+            println!("enrolled relay {}", hex::encode(key));
+            Ok(())
+        }
+        PeerCmd::List(data) => {
+            let origin = Origin::open(&data.data).await?;
+            for relay in origin.catalog.relays().await? {
+                println!(
+                    "{}  {:<8} enrolled {}  {}",
+                    hex::encode(relay.public_key),
+                    if relay.revoked_at.is_some() {
+                        "revoked"
+                    } else {
+                        "enrolled"
+                    },
+                    relay.enrolled_at,
+                    relay.name,
+                );
+            }
+            Ok(())
+        }
+        PeerCmd::Revoke(args) => {
+            let origin = Origin::open(&args.data.data).await?;
+            let key = parse_key(&args.public_key)?;
+            origin.catalog.revoke_relay(&key, now()).await?;
+            println!("revoked relay {}", hex::encode(key));
+            Ok(())
+        }
+    }
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let origin = Origin::open(&args.data.data).await?;
     let identity = Identity::from_node_key(&node_key(&args.data.data)?)?;
     let handler = Arc::new(OriginHandler::new(origin.clone(), now));
-    let server = Server::bind(args.listen, &identity, ServerConfig::default(), handler)?;
+    let mut config = ServerConfig::default();
+    config.max_connections = args.max_connections;
+    let server = Server::bind(args.listen, &identity, config, handler)?;
     let quic = server.local_addr();
     let mut http_addr = None;
     if let Some(addr) = args.http {

@@ -7,14 +7,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use ota_core::digest::ChunkId;
 use ota_core::time::UnixTime;
-use ota_net::proto::{MAX_BLOB_LEN, Nonce, Refusal, SignedKind, SignedRequest};
+use ota_net::proto::{MAX_BLOB_LEN, Nonce, Refusal, Relayed, SignedKind, SignedRequest};
 use ota_net::server::{ConnInfo, Handler};
 
 use crate::director::{self, RequestRefusal};
 use crate::metrics::Metrics;
 use crate::repository::Repository;
 use crate::service::Origin;
-use crate::store::MetadataFile;
+use crate::store::{DeviceRecord, MetadataFile};
 
 /// The origin's answer to the wire protocol.
 #[derive(Debug)]
@@ -70,26 +70,28 @@ impl Handler for OriginHandler {
         let device = director::verify_request(origin, conn, kind, &request, now)
             .await
             .map_err(refused)?;
-        match kind {
-            SignedKind::CheckIn => {
-                Metrics::inc(&origin.metrics.checkins);
-                let answer =
-                    director::check_in(origin, &device, request.nonce.0, &request.body, now)
-                        .await
-                        .map_err(refused)?;
-                tracing::info!(target: "origin.serve", handle = %device.handle, offer = matches!(answer, ota_core::director::CheckInAnswer::Offer(_)), "check-in");
-                serde_json::to_vec(&answer).map_err(|_| refused(RequestRefusal::Unavailable))
-            }
-            SignedKind::Report => {
-                director::report(origin, &device, &request.body, now)
-                    .await
-                    .map_err(refused)?;
-                Ok(b"{}".to_vec())
-            }
-            _ => Err(refused(RequestRefusal::NotSupported(
-                "unknown request kind",
-            ))),
+        self.answer(conn, kind, &device, &request, now).await
+    }
+
+    async fn relayed(&self, conn: &ConnInfo, relayed: Relayed) -> Result<Vec<u8>, Refusal> {
+        let now = (self.clock)();
+        let origin = &self.origin;
+        let kind = relayed.kind;
+        let refused = |refusal: RequestRefusal| {
+            Metrics::inc(&origin.metrics.requests_refused);
+            tracing::info!(target: "origin.serve", remote = %conn.remote, ?kind, relay = %hex::encode(relayed.relay_key.0), %refusal, "relayed request refused");
+            refusal.to_wire()
+        };
+        if !matches!(kind, SignedKind::CheckIn | SignedKind::Report) {
+            return Err(refused(RequestRefusal::NotSupported(
+                "only check-ins and reports are relayed",
+            )));
         }
+        let device = director::verify_relayed(origin, conn, &relayed, now)
+            .await
+            .map_err(refused)?;
+        self.answer(conn, kind, &device, &relayed.request, now)
+            .await
     }
 
     async fn metadata(&self, _conn: &ConnInfo, name: &str) -> Option<Bytes> {
@@ -116,6 +118,45 @@ impl Handler for OriginHandler {
                 tracing::error!(target: "origin.serve", %id, %error, "blob not served");
                 None
             }
+        }
+    }
+}
+
+impl OriginHandler {
+    /// Answers a verified check-in or report of `device`.
+    async fn answer(
+        &self,
+        conn: &ConnInfo,
+        kind: SignedKind,
+        device: &DeviceRecord,
+        request: &SignedRequest,
+        now: UnixTime,
+    ) -> Result<Vec<u8>, Refusal> {
+        let origin = &self.origin;
+        let refused = |refusal: RequestRefusal| {
+            Metrics::inc(&origin.metrics.requests_refused);
+            tracing::info!(target: "origin.serve", remote = %conn.remote, ?kind, %refusal, "request refused");
+            refusal.to_wire()
+        };
+        match kind {
+            SignedKind::CheckIn => {
+                Metrics::inc(&origin.metrics.checkins);
+                let answer =
+                    director::check_in(origin, device, request.nonce.0, &request.body, now)
+                        .await
+                        .map_err(refused)?;
+                tracing::info!(target: "origin.serve", handle = %device.handle, offer = matches!(answer, ota_core::director::CheckInAnswer::Offer(_)), "check-in");
+                serde_json::to_vec(&answer).map_err(|_| refused(RequestRefusal::Unavailable))
+            }
+            SignedKind::Report => {
+                director::report(origin, device, &request.body, now)
+                    .await
+                    .map_err(refused)?;
+                Ok(b"{}".to_vec())
+            }
+            _ => Err(refused(RequestRefusal::NotSupported(
+                "unknown request kind",
+            ))),
         }
     }
 }

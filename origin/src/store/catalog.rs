@@ -20,13 +20,16 @@
 //! | `metadata` | name | the files the origin serves (`N.root.json`, `timestamp.json`, …) |
 //! | `devices` | handle | enrolled devices: key, channel, model, revocation, release, attestation |
 //! | `nonces` | nonce | single-use request nonces bound to a connection |
+//! | `relays` | public key | site peers allowed to relay devices' signed requests |
 //! | `reports` | channel, number, handle | each device's latest install outcome per release |
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ota_core::digest::{Blake3Hash, ChunkId, Sha256Hash};
@@ -54,22 +57,45 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 const INSERT_BATCH_ROWS: usize = 500;
 
 /// The migrations, one set per backend (the SQL differs only in the blob column type).
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "catalog",
-    include_str!("../../migrations/sqlite/0001_catalog.sql"),
-)];
-const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "catalog",
-    include_str!("../../migrations/postgres/0001_catalog.sql"),
-)];
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "catalog",
+        include_str!("../../migrations/sqlite/0001_catalog.sql"),
+    ),
+    (
+        2,
+        "relays",
+        include_str!("../../migrations/sqlite/0002_relays.sql"),
+    ),
+];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "catalog",
+        include_str!("../../migrations/postgres/0001_catalog.sql"),
+    ),
+    (
+        2,
+        "relays",
+        include_str!("../../migrations/postgres/0002_relays.sql"),
+    ),
+];
+
+/// The artifacts of each release read so far (see [`Catalog::artifacts`]).
+type ArtifactsCache = Arc<Mutex<HashMap<(Channel, ReleaseNumber), Vec<ArtifactRecord>>>>;
 
 /// The origin's catalog (see the module documentation). Cheap to clone: clones share the
 /// connection pool.
 #[derive(Clone)]
 pub struct Catalog {
     backend: Backend,
+    /// Where request nonces are issued and used: for a SQLite file, one connection of its own
+    /// that commits without waiting for the disk (see [`Catalog::open`]); otherwise `backend`.
+    nonces: Backend,
+    /// The artifacts of each release, once read: they never change after
+    /// [`Catalog::insert_release`], and every offer lists them.
+    artifacts: ArtifactsCache,
     /// Where it lives, for messages (a PostgreSQL URL without its credentials).
     location: String,
 }
@@ -234,6 +260,19 @@ pub struct AttestationRecord {
     pub reasons: Vec<String>,
     /// When it was judged.
     pub at: UnixTime,
+}
+
+/// A site peer enrolled to relay devices' signed requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayRecord {
+    /// Its Ed25519 node public key.
+    pub public_key: [u8; 32],
+    /// The operator's name for it.
+    pub name: String,
+    /// When it was enrolled.
+    pub enrolled_at: UnixTime,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<UnixTime>,
 }
 
 /// What [`Catalog::consume_nonce`] found.
@@ -404,6 +443,18 @@ pub enum CatalogError {
         /// The handle asked for.
         handle: DeviceHandle,
     },
+    /// A relay with this key is already enrolled.
+    #[error("relay {} is already enrolled", hex::encode(.public_key))]
+    RelayExists {
+        /// Its key.
+        public_key: [u8; 32],
+    },
+    /// No relay with this key.
+    #[error("relay {} is not enrolled", hex::encode(.public_key))]
+    RelayNotFound {
+        /// The key asked for.
+        public_key: [u8; 32],
+    },
     /// A nonce with this value was already issued.
     #[error("nonce already issued")]
     NonceExists,
@@ -422,6 +473,16 @@ impl Catalog {
     ///   keep it on loopback, a unix socket or a private network);
     /// - `sqlite:PATH`, `sqlite://PATH` or a plain path: a SQLite file, created if missing,
     ///   in WAL mode with foreign keys on, synchronous commits and a busy timeout.
+    ///
+    /// Request nonces are the exception to synchronous commits, and the only writes of a
+    /// check-in: on a SQLite file, one connection of their own issues and uses them, and its
+    /// commits do not wait for the disk (WAL with `synchronous = NORMAL`: a process crash
+    /// loses none of them, a power loss or kernel crash may lose the last ones). A lost nonce
+    /// cannot let a replay through: a nonce is only accepted on the connection it was issued
+    /// on (the request's signature covers that connection's channel binding too), and every
+    /// connection ends with the process that held it. Waiting for the disk twice per check-in
+    /// would cap a SQLite origin at a few hundred check-ins per second; one connection keeps
+    /// nonce writes from queueing on SQLite's lock, where they would sleep and retry.
     pub async fn open(location: &str) -> Result<Self, CatalogError> {
         if location.starts_with("postgres://") || location.starts_with("postgresql://") {
             Self::open_postgres(location).await
@@ -451,10 +512,13 @@ impl Catalog {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(SQLITE_BUSY_TIMEOUT);
+        // No liveness test when a connection is taken from the pool: a connection to a local
+        // file does not hang up, and the test is one more trip to the connection's thread.
         let pool = SqlitePoolOptions::new()
             .max_connections(SQLITE_MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options)
+            .test_before_acquire(false)
+            .connect_with(options.clone())
             .await
             .map_err(open_error)?;
         let migrator = Migrator::new(Embedded(SQLITE_MIGRATIONS))
@@ -470,10 +534,33 @@ impl Catalog {
                 location: shown.clone(),
                 source,
             })?;
-        Ok(Self {
-            backend: Backend::Sqlite(pool),
-            location: shown,
-        })
+        // An in-memory database exists once per connection: its nonces stay on the pool.
+        let in_memory = location.contains(":memory:") || location.contains("mode=memory");
+        let nonces = if in_memory {
+            pool.clone()
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .test_before_acquire(false)
+                .connect_with(options.synchronous(SqliteSynchronous::Normal))
+                .await
+                .map_err(open_error)?
+        };
+        Ok(Self::new(
+            Backend::Sqlite(pool),
+            Backend::Sqlite(nonces),
+            shown,
+        ))
+    }
+
+    fn new(backend: Backend, nonces: Backend, location: String) -> Self {
+        Self {
+            backend,
+            nonces,
+            artifacts: Arc::default(),
+            location,
+        }
     }
 
     async fn open_postgres(location: &str) -> Result<Self, CatalogError> {
@@ -503,10 +590,11 @@ impl Catalog {
                 location: shown.clone(),
                 source,
             })?;
-        Ok(Self {
-            backend: Backend::Postgres(pool),
-            location: shown,
-        })
+        Ok(Self::new(
+            Backend::Postgres(pool.clone()),
+            Backend::Postgres(pool),
+            shown,
+        ))
     }
 
     /// `"sqlite"` or `"postgres"`.
@@ -524,7 +612,8 @@ impl Catalog {
 
     /// Closes every connection (SQLite checkpoints its WAL into the database file).
     pub async fn close(&self) {
-        on_backend!(&self.backend, |pool, _Db| pool.close().await)
+        on_backend!(&self.nonces, |pool, _Db| pool.close().await);
+        on_backend!(&self.backend, |pool, _Db| pool.close().await);
     }
 
     /// Begins a transaction (see [`CatalogTx`]).
@@ -730,6 +819,15 @@ impl Catalog {
         let Ok(key) = i64::try_from(number.0) else {
             return Ok(Vec::new());
         };
+        let cache_key = (channel.clone(), number);
+        if let Some(cached) = self
+            .artifacts
+            .lock()
+            .ok()
+            .and_then(|cache| cache.get(&cache_key).cloned())
+        {
+            return Ok(cached);
+        }
         let rows: Vec<ArtifactRow> = on_backend!(&self.backend, |pool, _Db| {
             sqlx::query_as(
                 "SELECT target, slot, length, sha256, blake3, chunk_index, chunk_tree, \
@@ -741,9 +839,18 @@ impl Catalog {
             .await
             .map_err(db(OP))?
         });
-        rows.into_iter()
+        let artifacts = rows
+            .into_iter()
             .map(|row| artifact_from_row(row, OP))
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        // A release and its artifacts are inserted in one transaction and never change, so
+        // a non-empty list is final. An empty one may be a release not yet created.
+        if !artifacts.is_empty()
+            && let Ok(mut cache) = self.artifacts.lock()
+        {
+            cache.insert(cache_key, artifacts.clone());
+        }
+        Ok(artifacts)
     }
 
     /// The artifact with target path `target` and, when given, SHA-256 `sha256`, of any
@@ -1022,6 +1129,97 @@ impl Catalog {
         found_device(updated, handle)
     }
 
+    // --- relays ------------------------------------------------------------------------
+
+    /// Enrolls a relay (a site peer) by its node key; refuses a key already enrolled (revoked
+    /// or not).
+    pub async fn enroll_relay(
+        &self,
+        public_key: &[u8; 32],
+        name: &str,
+        now: UnixTime,
+    ) -> Result<(), CatalogError> {
+        const OP: &str = "enroll relay";
+        let inserted = on_backend!(&self.backend, |pool, _Db| {
+            sqlx::query(
+                "INSERT INTO relays (public_key, name, enrolled_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(hex::encode(public_key))
+            .bind(name)
+            .bind(now.0)
+            .execute(pool)
+            .await
+            .map_err(db(OP))?
+            .rows_affected()
+        });
+        if inserted == 0 {
+            return Err(CatalogError::RelayExists {
+                public_key: *public_key,
+            });
+        }
+        Ok(())
+    }
+
+    /// The relay with node key `public_key`, revoked or not.
+    pub async fn relay(&self, public_key: &[u8; 32]) -> Result<Option<RelayRecord>, CatalogError> {
+        const OP: &str = "get relay";
+        let row: Option<RelayRow> = on_backend!(&self.backend, |pool, _Db| {
+            sqlx::query_as(
+                "SELECT public_key, name, enrolled_at, revoked_at FROM relays \
+                 WHERE public_key = $1",
+            )
+            .bind(hex::encode(public_key))
+            .fetch_optional(pool)
+            .await
+            .map_err(db(OP))?
+        });
+        row.map(|row| relay_from_row(row, OP)).transpose()
+    }
+
+    /// Every relay, revoked or not, in key order.
+    pub async fn relays(&self) -> Result<Vec<RelayRecord>, CatalogError> {
+        const OP: &str = "list relays";
+        let rows: Vec<RelayRow> = on_backend!(&self.backend, |pool, _Db| {
+            sqlx::query_as(
+                "SELECT public_key, name, enrolled_at, revoked_at FROM relays \
+                 ORDER BY public_key",
+            )
+            .fetch_all(pool)
+            .await
+            .map_err(db(OP))?
+        });
+        rows.into_iter()
+            .map(|row| relay_from_row(row, OP))
+            .collect()
+    }
+
+    /// Revokes a relay (again: no change, and the first time is kept).
+    pub async fn revoke_relay(
+        &self,
+        public_key: &[u8; 32],
+        now: UnixTime,
+    ) -> Result<(), CatalogError> {
+        const OP: &str = "revoke relay";
+        let updated = on_backend!(&self.backend, |pool, _Db| {
+            sqlx::query(
+                "UPDATE relays SET revoked_at = COALESCE(revoked_at, $2) WHERE public_key = $1",
+            )
+            .bind(hex::encode(public_key))
+            .bind(now.0)
+            .execute(pool)
+            .await
+            .map_err(db(OP))?
+            .rows_affected()
+        });
+        if updated == 0 {
+            return Err(CatalogError::RelayNotFound {
+                public_key: *public_key,
+            });
+        }
+        Ok(())
+    }
+
     /// Records the release a device says it runs.
     pub async fn set_installed(
         &self,
@@ -1086,7 +1284,7 @@ impl Catalog {
         expires_at: UnixTime,
     ) -> Result<(), CatalogError> {
         const OP: &str = "issue nonce";
-        let inserted = on_backend!(&self.backend, |pool, _Db| {
+        let inserted = on_backend!(&self.nonces, |pool, _Db| {
             sqlx::query(
                 "INSERT INTO nonces (nonce, binding, issued_at, expires_at, used) \
                  VALUES ($1, $2, $3, $4, FALSE) ON CONFLICT DO NOTHING",
@@ -1118,7 +1316,7 @@ impl Catalog {
         const OP: &str = "consume nonce";
         let nonce_hex = hex::encode(nonce);
         let binding_hex = binding(exporter);
-        let updated = on_backend!(&self.backend, |pool, _Db| {
+        let updated = on_backend!(&self.nonces, |pool, _Db| {
             sqlx::query(
                 "UPDATE nonces SET used = TRUE \
                  WHERE nonce = $1 AND binding = $2 AND used = FALSE AND expires_at > $3",
@@ -1134,7 +1332,7 @@ impl Catalog {
         if updated == 1 {
             return Ok(NonceCheck::Accept);
         }
-        let row: Option<(String, i64, bool)> = on_backend!(&self.backend, |pool, _Db| {
+        let row: Option<(String, i64, bool)> = on_backend!(&self.nonces, |pool, _Db| {
             sqlx::query_as("SELECT binding, expires_at, used FROM nonces WHERE nonce = $1")
                 .bind(nonce_hex.as_str())
                 .fetch_optional(pool)
@@ -1156,7 +1354,7 @@ impl Catalog {
     /// as unknown). Returns how many.
     pub async fn purge_nonces(&self, now: UnixTime) -> Result<u64, CatalogError> {
         const OP: &str = "purge nonces";
-        let deleted = on_backend!(&self.backend, |pool, _Db| {
+        let deleted = on_backend!(&self.nonces, |pool, _Db| {
             sqlx::query("DELETE FROM nonces WHERE expires_at <= $1")
                 .bind(now.0)
                 .execute(pool)
@@ -1802,6 +2000,18 @@ fn outcome_name(outcome: ReportOutcome) -> &'static str {
 /// The stored form of a connection binding: hex SHA-256 of its TLS exporter value.
 fn binding(exporter: &[u8; 32]) -> String {
     Sha256Hash::of(exporter).to_hex()
+}
+
+type RelayRow = (String, String, i64, Option<i64>);
+
+fn relay_from_row(row: RelayRow, op: &'static str) -> Result<RelayRecord, CatalogError> {
+    let (public_key, name, enrolled_at, revoked_at) = row;
+    Ok(RelayRecord {
+        public_key: hex32(&public_key, op, "relays.public_key")?,
+        name,
+        enrolled_at: UnixTime(enrolled_at),
+        revoked_at: revoked_at.map(UnixTime),
+    })
 }
 
 fn found_device(rows: u64, handle: &DeviceHandle) -> Result<(), CatalogError> {

@@ -28,7 +28,7 @@ fn origin(args: &[&str]) -> std::process::Output {
         .expect("run ota-origin")
 }
 
-fn ok(args: &[&str]) -> String {
+pub(crate) fn ok(args: &[&str]) -> String {
     let out = origin(args);
     assert!(
         out.status.success(),
@@ -38,7 +38,7 @@ fn ok(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn refused(args: &[&str]) -> String {
+pub(crate) fn refused(args: &[&str]) -> String {
     let out = origin(args);
     assert_eq!(
         out.status.code(),
@@ -48,7 +48,7 @@ fn refused(args: &[&str]) -> String {
     String::from_utf8(out.stderr).unwrap()
 }
 
-fn now() -> UnixTime {
+pub(crate) fn now() -> UnixTime {
     UnixTime(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -58,7 +58,7 @@ fn now() -> UnixTime {
 }
 
 /// The offline side of a ceremony: root and director root, with the origin's online keys.
-struct Authorities {
+pub(crate) struct Authorities {
     root_key: InMemoryKey,
     targets: InMemoryKey,
     release: InMemoryKey,
@@ -126,7 +126,7 @@ fn make_roots(a: &Authorities, online: &serde_json::Value, dir: &Path) -> (PathB
 
 /// The ceremony with fixed test keys: the origin's online keys (from `ota-origin keys`) go
 /// into root and director root, written to `dir`.
-fn ceremony(data: &Path, dir: &Path) -> (Authorities, PathBuf, PathBuf) {
+pub(crate) fn ceremony(data: &Path, dir: &Path) -> (Authorities, PathBuf, PathBuf) {
     let online: serde_json::Value =
         serde_json::from_str(&ok(&["keys", "--data", data.to_str().unwrap()])).unwrap();
     let authorities = Authorities {
@@ -138,7 +138,7 @@ fn ceremony(data: &Path, dir: &Path) -> (Authorities, PathBuf, PathBuf) {
     (authorities, root, director_root)
 }
 
-fn init(data: &Path, root: &Path, director_root: &Path) {
+pub(crate) fn init(data: &Path, root: &Path, director_root: &Path) {
     ok(&[
         "init",
         "--data",
@@ -162,10 +162,10 @@ fn cosign(request: &Path, role: &str, key: &InMemoryKey, out: &Path) {
     std::fs::write(out, envelope.to_bytes()).unwrap();
 }
 
-struct Served {
+pub(crate) struct Served {
     child: Child,
-    quic: std::net::SocketAddr,
-    pin: CertPin,
+    pub(crate) quic: std::net::SocketAddr,
+    pub(crate) pin: CertPin,
     http: String,
 }
 
@@ -176,7 +176,7 @@ impl Drop for Served {
     }
 }
 
-fn serve(data: &Path) -> Served {
+pub(crate) fn serve(data: &Path) -> Served {
     let ready = data.join("ready.json");
     let _ = std::fs::remove_file(&ready);
     let mut child = Command::new(BIN)
@@ -215,23 +215,23 @@ fn serve(data: &Path) -> Served {
 }
 
 /// A device: its key, and how it signs requests.
-struct Device {
+pub(crate) struct Device {
     key: ed25519_dalek::SigningKey,
 }
 
 impl Device {
-    fn new(seed: u8) -> Self {
+    pub(crate) fn new(seed: u8) -> Self {
         Self {
             key: ed25519_dalek::SigningKey::from_bytes(&[seed; 32]),
         }
     }
 
-    fn public_hex(&self) -> String {
+    pub(crate) fn public_hex(&self) -> String {
         hex::encode(self.key.verifying_key().as_bytes())
     }
 
     /// A signed request bound to `client`'s connection.
-    fn sign(
+    pub(crate) fn sign(
         &self,
         client: &Client,
         kind: SignedKind,
@@ -258,7 +258,7 @@ impl Device {
     }
 }
 
-fn check_in_body(installed: Option<u64>) -> Vec<u8> {
+pub(crate) fn check_in_body(installed: Option<u64>) -> Vec<u8> {
     serde_json::to_vec(&CheckIn {
         installed: installed.map(ReleaseNumber),
     })

@@ -4,4 +4,5 @@
 
 mod e2e;
 mod http;
+mod relay;
 mod store;
