@@ -67,6 +67,12 @@ impl TokenBucket {
         }
     }
 
+    /// Give back `bytes` taken earlier and not used (a fetch budgeted at a guessed length
+    /// turned out shorter, or brought nothing), up to the burst.
+    pub fn refund(&mut self, bytes: u64) {
+        self.credit = (self.credit + u128::from(bytes) * 1000).min(u128::from(self.burst) * 1000);
+    }
+
     /// When `bytes` will be available (refills are computed from the last call's time).
     pub fn ready_at(&self, bytes: u64) -> Millis {
         let want = u128::from(bytes.min(self.burst)) * 1000;
@@ -349,6 +355,15 @@ impl CachePolicy {
         let flight = self.flights.remove(&id).unwrap_or_default();
         if flight.started {
             self.in_flight = self.in_flight.saturating_sub(1);
+            // A fetch of unknown length was budgeted at the largest default chunk: give back
+            // what it did not bring.
+            if flight.len.is_none() {
+                let brought = match outcome {
+                    UpstreamOutcome::Verified | UpstreamOutcome::Corrupt => u64::from(len),
+                    UpstreamOutcome::Missing | UpstreamOutcome::Failed => 0,
+                };
+                self.bucket.refund(UNKNOWN_LEN.saturating_sub(brought));
+            }
         }
         match outcome {
             UpstreamOutcome::Verified => {
@@ -415,6 +430,16 @@ impl CachePolicy {
             }
         }
         self.evict_to_capacity();
+    }
+
+    /// A stored chunk is gone outside the policy's choice (the driver found it damaged on
+    /// disk): forget it without counting an eviction, so that the next request fetches it
+    /// again.
+    pub fn forget(&mut self, id: &ChunkId) {
+        if let Some(entry) = self.stored.remove(id) {
+            self.recency.remove(&entry.used);
+            self.stored_bytes -= u64::from(entry.len);
+        }
     }
 
     fn known_len(&self, id: &ChunkId) -> Option<u32> {
@@ -745,6 +770,28 @@ mod tests {
                 id: id(1),
                 len: Some(65_536)
             }]
+        );
+    }
+
+    #[test]
+    fn unknown_lengths_are_refunded_what_they_did_not_bring() {
+        let mut cfg = config(u64::MAX);
+        // The burst holds one unknown-length fetch (256 KiB) and 64 KiB more; the rate
+        // refills next to nothing.
+        cfg.upstream_rate = 1;
+        cfg.upstream_burst = 320 * 1024;
+        let mut c = CachePolicy::new(cfg, Millis(0));
+        c.handle_request(Millis(0), Requester(1), id(1));
+        c.handle_request(Millis(0), Requester(2), id(2));
+        assert_eq!(drain(&mut c).len(), 1, "the second fetch waits for budget");
+        c.handle_upstream(Millis(1), id(1), UpstreamOutcome::Verified, 65_536);
+        let actions = drain(&mut c);
+        assert!(
+            actions.contains(&CacheAction::Fetch {
+                id: id(2),
+                len: None
+            }),
+            "the unused 192 KiB paid for the next fetch: {actions:?}"
         );
     }
 
