@@ -43,6 +43,10 @@ pub struct VerifyArgs {
     /// Judge expiry at this time (`YYYY-MM-DDTHH:MM:SSZ`) instead of now.
     #[arg(long)]
     pub at: Option<UnixTime>,
+    /// One JSON object per line (`{"check", "detail"}`, then `{"verdict", "reason"}`) instead
+    /// of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Why verification failed.
@@ -81,27 +85,40 @@ pub fn run(args: &VerifyArgs) -> ExitCode {
     let mut checks = Vec::new();
     let result = verify(args, &mut checks);
     for check in &checks {
-        println!("ok  {}: {}", check.what, check.detail);
-    }
-    match result {
-        Ok(()) => {
+        if args.json {
             println!(
-                "VERIFIED: {} is the signed target {}",
-                args.file.display(),
-                args.target
+                "{}",
+                serde_json::json!({ "check": check.what, "detail": check.detail })
             );
-            ExitCode::SUCCESS
-        }
-        Err(VerifyError::Refused(reason)) => {
-            println!("REFUSED: {reason}");
-            eprintln!("ota-device verify: refused: {reason}");
-            ExitCode::from(1)
-        }
-        Err(VerifyError::Environment(reason)) => {
-            eprintln!("ota-device verify: {reason}");
-            ExitCode::from(2)
+        } else {
+            println!("ok  {}: {}", check.what, check.detail);
         }
     }
+    let (verdict, reason, code) = match &result {
+        Ok(()) => ("verified", None, ExitCode::SUCCESS),
+        Err(VerifyError::Refused(reason)) => ("refused", Some(reason), ExitCode::from(1)),
+        Err(VerifyError::Environment(reason)) => ("error", Some(reason), ExitCode::from(2)),
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({ "verdict": verdict, "reason": reason })
+        );
+    } else if let Some(reason) = reason {
+        if code == ExitCode::from(1) {
+            println!("REFUSED: {reason}");
+        }
+    } else {
+        println!(
+            "VERIFIED: {} is the signed target {}",
+            args.file.display(),
+            args.target
+        );
+    }
+    if let Some(reason) = reason {
+        eprintln!("ota-device verify: {verdict}: {reason}");
+    }
+    code
 }
 
 /// Verify `args.file` as `args.target`; each passed check is appended to `checks`.

@@ -50,6 +50,19 @@ fn signed_file_is_verified_with_every_check_printed() {
             out.stdout
         );
     }
+
+    // The same as JSON lines: every check, then the verdict.
+    let out = verify(&root_v1(&repo), "artifacts/hello.img", &file, &["--json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let lines: Vec<Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 9, "{out:?}");
+    assert_eq!(lines[7]["check"], "sha256");
+    assert_eq!(lines[8]["verdict"], "verified");
+    assert_eq!(lines[8]["reason"], Value::Null);
 }
 
 #[test]
@@ -74,6 +87,22 @@ fn one_changed_byte_is_refused() {
         "{out:?}"
     );
     assert!(!out.stdout.contains("VERIFIED"));
+    let out = verify(
+        &root_v1(&repo),
+        "artifacts/hello.img",
+        &file,
+        &["--metadata", metadata.to_str().unwrap(), "--json"],
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    let last: Value = serde_json::from_str(out.stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(last["verdict"], "refused");
+    assert!(
+        last["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("artifacts/hello.img: sha256 hash mismatch"),
+        "{last}"
+    );
 
     // One byte missing: refused on the length before hashing.
     std::fs::write(&file, &bytes[..6143]).unwrap();
