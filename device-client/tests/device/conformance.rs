@@ -376,6 +376,15 @@ fn interop_repository_init_refresh_download() {
         "the rotated root is the trusted one now"
     );
 
+    // Nothing new: the stored files are re-verified and reused, only the next root and the
+    // timestamp are asked for.
+    server.clear_log();
+    assert_ok(&client.refresh(&server));
+    assert_eq!(
+        server.requests(),
+        ["/metadata/3.root.json", "/metadata/timestamp.json"]
+    );
+
     // A target listed by the delegated role `release`.
     server.clear_log();
     let download = client.download(&server, "artifacts/hello.img");
@@ -499,6 +508,14 @@ fn rolled_back_timestamp_is_refused_and_the_trusted_one_kept() {
     assert_ok(&client.refresh(&server));
     assert_eq!(client.version("timestamp"), 2);
     let trusted = std::fs::read(client.metadata.join("timestamp.json")).unwrap();
+
+    // Same version, other content: the trusted copy is kept, not replaced.
+    set_timestamp(&python, repo.path(), 2, "2098-01-01T00:00:00Z");
+    assert_ok(&client.refresh(&server));
+    assert_eq!(
+        std::fs::read(client.metadata.join("timestamp.json")).unwrap(),
+        trusted
+    );
 
     set_timestamp(&python, repo.path(), 1, "2099-01-01T00:00:00Z");
     let refresh = client.refresh(&server);
