@@ -1,0 +1,204 @@
+//! Private content: chunks of artifacts whose signed target says `custom.enigm.private: true`
+//! are served only on a connection that holds a **grant** for a release containing them.
+//!
+//! A connection earns a grant by a check-in relayed through this peer on that very connection
+//! (docs/PROTOCOL.md, "Private content at a peer"):
+//!
+//! 1. the device's `CheckIn` arrives on the device↔peer connection, signed by the device key
+//!    over that connection's channel binding: the peer checks the signature itself (strict
+//!    Ed25519 over `signing_bytes(CheckIn, binding)`), which proves possession of the key on
+//!    this connection;
+//! 2. the peer relays it to the origin, which checks it again (enrollment, nonce, freshness) and
+//!    answers with a director-signed offer, or no offer;
+//! 3. the peer accepts the offer only if it answers this request's nonce, has not expired, and
+//!    (when a director root is configured) carries the director's signatures; the connection is
+//!    then granted the offered release until the offer expires or the connection ends.
+//!
+//! A private chunk requested without a grant is answered `Missing` (and counted): the device
+//! learns nothing beyond what a missing chunk tells it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use ota_core::cache::ReleaseKey;
+use ota_core::digest::ChunkId;
+use ota_core::director::{CheckInAnswer, Offer};
+use ota_core::time::UnixTime;
+use ota_core::tuf::metadata::{Envelope, Root};
+use ota_net::proto::{ChannelBinding, SignedKind, SignedRequest};
+
+/// Most grants held at once (each is a few dozen bytes; beyond it, the oldest connections'
+/// grants are dropped and those devices check in again).
+const MAX_GRANTS: usize = 100_000;
+
+/// Why an access grant was not given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccessError {
+    /// The device's signature over this connection does not verify.
+    #[error("the device's signature does not verify over this connection")]
+    BadSignature,
+    /// The origin's answer is not an offer (or not parseable).
+    #[error("no offer: {0}")]
+    NoOffer(String),
+    /// The offer does not answer this request.
+    #[error("the offer answers another check-in")]
+    NonceMismatch,
+    /// The offer has expired.
+    #[error("the offer expired")]
+    Expired,
+    /// The offer's signatures do not meet the director root.
+    #[error("the offer is not signed by the director: {0}")]
+    Unsigned(String),
+}
+
+#[derive(Debug, Default)]
+struct Grants {
+    /// Connection id → (release, until).
+    by_conn: HashMap<usize, Vec<(ReleaseKey, UnixTime)>>,
+    order: std::collections::VecDeque<usize>,
+}
+
+/// The private chunks and the grants.
+#[derive(Debug)]
+pub struct Access {
+    director_root: Option<Root>,
+    private: Mutex<HashMap<ChunkId, HashSet<ReleaseKey>>>,
+    grants: Mutex<Grants>,
+}
+
+/// Checks a device's signature over the connection it arrived on (strict Ed25519).
+pub fn device_signature_ok(
+    kind: SignedKind,
+    request: &SignedRequest,
+    binding: &ChannelBinding,
+) -> bool {
+    let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(&request.device_key.0) else {
+        return false;
+    };
+    let signature = ed25519_dalek::Signature::from_bytes(&request.signature.0);
+    key.verify_strict(&request.signing_bytes(kind, binding), &signature)
+        .is_ok()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Access {
+    /// Access control with an optional director root (the director's `root.json`) against
+    /// which offers are checked.
+    pub fn new(director_root: Option<&[u8]>) -> anyhow::Result<Self> {
+        let director_root = director_root
+            .map(|bytes| {
+                Envelope::parse("root", "director root.json", bytes, 1024 * 1024)?.role::<Root>()
+            })
+            .transpose()?;
+        Ok(Self {
+            director_root,
+            private: Mutex::new(HashMap::new()),
+            grants: Mutex::new(Grants::default()),
+        })
+    }
+
+    /// Records the private chunks of a release.
+    pub fn mark_private(&self, release: &ReleaseKey, chunks: &[ChunkId]) {
+        if chunks.is_empty() {
+            return;
+        }
+        let mut private = lock(&self.private);
+        for id in chunks {
+            private.entry(*id).or_default().insert(release.clone());
+        }
+    }
+
+    /// Whether a chunk may be served on connection `conn` at `now`.
+    pub fn allowed(&self, conn: usize, id: &ChunkId, now: UnixTime) -> bool {
+        let private = lock(&self.private);
+        let Some(releases) = private.get(id) else {
+            return true;
+        };
+        let grants = lock(&self.grants);
+        grants.by_conn.get(&conn).is_some_and(|held| {
+            held.iter()
+                .any(|(release, until)| now < *until && releases.contains(release))
+        })
+    }
+
+    /// Judges the origin's answer to a check-in relayed for connection `conn`: grants the
+    /// offered release if the offer is good for this request. Returns the release granted.
+    pub fn grant_from_answer(
+        &self,
+        conn: usize,
+        request: &SignedRequest,
+        answer: &[u8],
+        now: UnixTime,
+    ) -> Result<ReleaseKey, AccessError> {
+        let answer: CheckInAnswer =
+            serde_json::from_slice(answer).map_err(|e| AccessError::NoOffer(e.to_string()))?;
+        let CheckInAnswer::Offer(envelope) = answer else {
+            return Err(AccessError::NoOffer("the director made no offer".into()));
+        };
+        let bytes =
+            serde_json::to_vec(&envelope).map_err(|e| AccessError::NoOffer(e.to_string()))?;
+        let envelope = Envelope::parse("offer", "offer.json", &bytes, 64 * 1024)
+            .map_err(|e| AccessError::NoOffer(e.to_string()))?;
+        if let Some(root) = &self.director_root {
+            root.verify_role("targets", "offer", &envelope)
+                .map_err(|e| AccessError::Unsigned(e.to_string()))?;
+        }
+        let offer: Offer = serde_json::from_value(envelope.signed().clone())
+            .map_err(|e| AccessError::NoOffer(e.to_string()))?;
+        if offer.nonce != request.nonce.0 {
+            return Err(AccessError::NonceMismatch);
+        }
+        if now >= offer.expires {
+            return Err(AccessError::Expired);
+        }
+        let release = ReleaseKey(format!("{}/{}", offer.channel.0, offer.release.0));
+        self.grant(conn, release.clone(), offer.expires);
+        Ok(release)
+    }
+
+    /// Grants connection `conn` a release until `until`.
+    pub fn grant(&self, conn: usize, release: ReleaseKey, until: UnixTime) {
+        let mut grants = lock(&self.grants);
+        if !grants.by_conn.contains_key(&conn) {
+            grants.order.push_back(conn);
+            while grants.order.len() > MAX_GRANTS {
+                if let Some(old) = grants.order.pop_front() {
+                    grants.by_conn.remove(&old);
+                }
+            }
+        }
+        let held = grants.by_conn.entry(conn).or_default();
+        held.retain(|(r, _)| *r != release);
+        held.push((release, until));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn private_chunks_need_a_live_grant_on_the_same_connection() {
+        let access = Access::new(None).unwrap();
+        let public = ChunkId::of(b"public");
+        let secret = ChunkId::of(b"secret");
+        let release = ReleaseKey("stable/7".into());
+        access.mark_private(&release, &[secret]);
+        let now = UnixTime(1_000);
+        assert!(access.allowed(1, &public, now));
+        assert!(!access.allowed(1, &secret, now));
+        access.grant(1, ReleaseKey("stable/6".into()), UnixTime(2_000));
+        assert!(
+            !access.allowed(1, &secret, now),
+            "a grant for another release"
+        );
+        access.grant(1, release.clone(), UnixTime(2_000));
+        assert!(access.allowed(1, &secret, now));
+        assert!(!access.allowed(2, &secret, now), "another connection");
+        assert!(!access.allowed(1, &secret, UnixTime(2_000)), "expired");
+    }
+}

@@ -1,0 +1,149 @@
+//! The peer's answer to `enigm-ota/1`: metadata and blobs from the cache, challenges and signed
+//! requests relayed to the origin.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ota_core::digest::ChunkId;
+use ota_core::time::UnixTime;
+use ota_net::client::Answer;
+use ota_net::proto::{Nonce, Refusal, SignedKind, SignedRequest};
+use ota_net::quic::NodeKey;
+use ota_net::server::{ConnInfo, Handler};
+use tracing::{debug, info, warn};
+
+use crate::access::{Access, device_signature_ok};
+use crate::cache::Cache;
+use crate::metadata::MetadataCache;
+use crate::metrics::Metrics;
+use crate::upstream::Upstreams;
+
+/// The peer's handler.
+#[derive(Debug)]
+pub struct PeerHandler {
+    /// The chunk cache.
+    pub cache: Arc<Cache>,
+    /// The metadata cache.
+    pub metadata: Arc<MetadataCache>,
+    /// Private content.
+    pub access: Arc<Access>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Where signed requests go (the origin).
+    pub origin: Arc<Upstreams>,
+    /// The key the peer signs relayed requests with (its node key).
+    pub node_key: NodeKey,
+}
+
+/// The time now, in Unix seconds.
+pub fn unix_now() -> UnixTime {
+    UnixTime(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64),
+    )
+}
+
+fn unavailable(what: &str, error: &dyn std::fmt::Display) -> Refusal {
+    Refusal::new(
+        Refusal::UNAVAILABLE,
+        format!("the peer cannot reach the origin to {what}: {error}"),
+    )
+}
+
+impl Handler for PeerHandler {
+    async fn challenge(&self, conn: &ConnInfo) -> Result<Nonce, Refusal> {
+        let client = self
+            .origin
+            .client()
+            .await
+            .map_err(|e| unavailable("relay a challenge", &e))?;
+        let nonce = client.challenge().await.map_err(|e| {
+            Metrics::inc(&self.metrics.relay_failures);
+            unavailable("relay a challenge", &e)
+        })?;
+        Metrics::inc(&self.metrics.relayed);
+        debug!(remote = %conn.remote, "challenge relayed");
+        Ok(nonce)
+    }
+
+    async fn signed(
+        &self,
+        conn: &ConnInfo,
+        kind: SignedKind,
+        request: SignedRequest,
+    ) -> Result<Vec<u8>, Refusal> {
+        if !matches!(kind, SignedKind::CheckIn | SignedKind::Report) {
+            return Err(Refusal::new(
+                Refusal::NOT_SUPPORTED,
+                format!("a peer relays CheckIn and Report only, not {}", kind.name()),
+            ));
+        }
+        // The origin checks everything again; the peer checks the signature itself so that it
+        // relays nothing forged and knows the device holds its key on this connection.
+        if !device_signature_ok(kind, &request, &conn.binding) {
+            info!(remote = %conn.remote, kind = kind.name(), "signed request refused: bad signature over this connection");
+            return Err(Refusal::new(
+                Refusal::FORBIDDEN,
+                "the signature does not verify over this connection",
+            ));
+        }
+        let client = self
+            .origin
+            .client()
+            .await
+            .map_err(|e| unavailable("relay a request", &e))?;
+        let answer = client
+            .relayed(&self.node_key, kind, conn.binding, request.clone())
+            .await
+            .map_err(|e| {
+                Metrics::inc(&self.metrics.relay_failures);
+                warn!(error = %e, "relaying a signed request");
+                unavailable("relay a request", &e)
+            })?;
+        Metrics::inc(&self.metrics.relayed);
+        match answer {
+            Answer::Signed(body) => {
+                if kind == SignedKind::CheckIn {
+                    match self
+                        .access
+                        .grant_from_answer(conn.id, &request, &body, unix_now())
+                    {
+                        Ok(release) => {
+                            Metrics::inc(&self.metrics.access_granted);
+                            debug!(remote = %conn.remote, release = %release.0, "access granted");
+                        }
+                        Err(reason) => debug!(remote = %conn.remote, %reason, "no access grant"),
+                    }
+                }
+                Ok(body)
+            }
+            Answer::Refused(refusal) => Err(refusal),
+        }
+    }
+
+    async fn metadata(&self, _conn: &ConnInfo, name: &str) -> Option<Bytes> {
+        let bytes = self.metadata.get(name).await?;
+        Metrics::inc(&self.metrics.metadata_served);
+        Some(bytes)
+    }
+
+    async fn blob(&self, conn: &ConnInfo, id: &ChunkId) -> Option<Bytes> {
+        if !self.access.allowed(conn.id, id, unix_now()) {
+            Metrics::inc(&self.metrics.private_refused);
+            info!(remote = %conn.remote, %id, "private chunk refused: no grant on this connection");
+            return None;
+        }
+        match self.cache.get(*id).await {
+            Some(bytes) => {
+                Metrics::inc(&self.metrics.blobs_served);
+                Metrics::add(&self.metrics.bytes_served, bytes.len() as u64);
+                Some(bytes)
+            }
+            None => {
+                Metrics::inc(&self.metrics.blobs_missing);
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! Prefetch: the peer polls `timestamp.json` upstream; when it changes, it walks the image
+//! repository (timestamp → snapshot → targets → the newest release manifest of each channel it
+//! carries → the `release` role's artifact targets → their chunk indexes) and pins each such
+//! release in the cache policy, which fetches its chunks ahead of the devices within the
+//! upstream budget and prefetch windows. The previous release of a channel is unpinned when a
+//! newer one appears (it may then be evicted, least recently used first).
+//!
+//! The peer verifies no signature (it is trusted for nothing and devices check everything), but
+//! it does check that each chunk index hashes to the id the metadata names and that its chunk
+//! tree matches the `chunk_tree` root, so a lying upstream can at worst waste the peer's own
+//! budget on chunks nobody will ask for. Artifacts whose `custom.enigm.private` is `true` are
+//! recorded as private (see `access.rs`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ota_core::cache::ReleaseKey;
+use ota_core::chunk::{ChunkIndex, IndexLimits};
+use ota_core::digest::ChunkId;
+use ota_core::tuf::enigm::{ReleaseManifest, artifact_chunks};
+use ota_core::tuf::metadata::{Envelope, Snapshot, Targets, Timestamp};
+use ota_net::proto::MAX_BLOB_LEN;
+use tracing::{debug, info, warn};
+
+use crate::access::Access;
+use crate::cache::Cache;
+use crate::metadata::MetadataCache;
+use crate::metrics::Metrics;
+use crate::upstream::Upstreams;
+
+/// Largest metadata file the walk parses.
+const MAX_FILE: u64 = 16 * 1024 * 1024;
+
+/// What prefetch carries.
+#[derive(Debug, Clone)]
+pub struct PrefetchConfig {
+    /// Channels to prefetch (empty: every channel).
+    pub channels: Vec<String>,
+    /// How often to poll `timestamp.json`.
+    pub poll: Duration,
+    /// Whether to pin and fetch releases at all (when off, the walk still records private
+    /// artifacts).
+    pub enabled: bool,
+}
+
+/// A release found by the walk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundRelease {
+    /// `channel/number`.
+    pub key: ReleaseKey,
+    /// The channel.
+    pub channel: String,
+    /// Its chunks (and its chunk indexes), with lengths.
+    pub chunks: Vec<(ChunkId, u32)>,
+    /// Chunks of artifacts marked private.
+    pub private: Vec<ChunkId>,
+}
+
+/// The prefetch task's state.
+#[derive(Debug)]
+pub struct Prefetcher {
+    config: PrefetchConfig,
+    cache: Arc<Cache>,
+    metadata: Arc<MetadataCache>,
+    upstreams: Arc<Upstreams>,
+    metrics: Arc<Metrics>,
+    access: Arc<Access>,
+    /// Pinned release per channel.
+    pinned: HashMap<String, ReleaseKey>,
+    last_snapshot: Option<u64>,
+}
+
+impl Prefetcher {
+    /// A prefetcher.
+    pub fn new(
+        config: PrefetchConfig,
+        cache: Arc<Cache>,
+        metadata: Arc<MetadataCache>,
+        upstreams: Arc<Upstreams>,
+        metrics: Arc<Metrics>,
+        access: Arc<Access>,
+    ) -> Self {
+        Self {
+            config,
+            cache,
+            metadata,
+            upstreams,
+            metrics,
+            access,
+            pinned: HashMap::new(),
+            last_snapshot: None,
+        }
+    }
+
+    /// Polls until the task is dropped.
+    pub async fn run(mut self) {
+        loop {
+            if let Err(error) = self.poll_once().await {
+                warn!(%error, "prefetch: walking the repository failed");
+            }
+            tokio::time::sleep(self.config.poll).await;
+        }
+    }
+
+    /// One poll: if the snapshot changed, walk and pin.
+    pub async fn poll_once(&mut self) -> anyhow::Result<()> {
+        let Some(ts) = self.metadata.get("timestamp.json").await else {
+            debug!("prefetch: no timestamp.json upstream yet");
+            return Ok(());
+        };
+        let ts: Timestamp =
+            Envelope::parse("timestamp", "timestamp.json", &ts, MAX_FILE)?.role()?;
+        let snapshot_version = ts
+            .meta
+            .get("snapshot.json")
+            .map(|m| m.version)
+            .ok_or_else(|| anyhow::anyhow!("timestamp names no snapshot.json"))?;
+        if self.last_snapshot == Some(snapshot_version) {
+            return Ok(());
+        }
+        let releases = self.walk(snapshot_version).await?;
+        for release in releases {
+            self.access.mark_private(&release.key, &release.private);
+            if !self.config.enabled {
+                continue;
+            }
+            if self.pinned.get(&release.channel) == Some(&release.key) {
+                continue;
+            }
+            info!(release = %release.key.0, chunks = release.chunks.len(), "prefetch: pinning release");
+            Metrics::inc(&self.metrics.releases_pinned);
+            self.cache.pin_release(release.key.clone(), release.chunks);
+            if let Some(old) = self.pinned.insert(release.channel, release.key) {
+                info!(release = %old.0, "prefetch: unpinning superseded release");
+                self.cache.unpin_release(&old);
+            }
+        }
+        self.last_snapshot = Some(snapshot_version);
+        Ok(())
+    }
+
+    async fn file(&self, name: &str) -> anyhow::Result<Bytes> {
+        self.metadata
+            .get(name)
+            .await
+            .ok_or_else(|| anyhow::anyhow!("upstream has no {name}"))
+    }
+
+    /// The newest release of each carried channel at this snapshot.
+    async fn walk(&self, snapshot_version: u64) -> anyhow::Result<Vec<FoundRelease>> {
+        let name = format!("{snapshot_version}.snapshot.json");
+        let snapshot: Snapshot =
+            Envelope::parse("snapshot", &name, &self.file(&name).await?, MAX_FILE)?.role()?;
+        let version_of = |file: &str| {
+            snapshot
+                .meta
+                .get(file)
+                .map(|m| m.version)
+                .ok_or_else(|| anyhow::anyhow!("snapshot names no {file}"))
+        };
+        let name = format!("{}.targets.json", version_of("targets.json")?);
+        let targets: Targets =
+            Envelope::parse("targets", &name, &self.file(&name).await?, MAX_FILE)?.role()?;
+        let Ok(release_version) = version_of("release.json") else {
+            return Ok(Vec::new());
+        };
+        let name = format!("{release_version}.release.json");
+        let release_role: Targets =
+            Envelope::parse("release", &name, &self.file(&name).await?, MAX_FILE)?.role()?;
+
+        // Newest release number per channel, from the manifest target paths.
+        let mut newest: BTreeMap<String, (u64, String)> = BTreeMap::new();
+        for path in targets.targets.keys() {
+            let Some(rest) = path.strip_prefix("releases/") else {
+                continue;
+            };
+            let Some((channel, file)) = rest.split_once('/') else {
+                continue;
+            };
+            let Some(number) = file
+                .strip_suffix(".json")
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            if !self.config.channels.is_empty()
+                && !self.config.channels.iter().any(|c| c == channel)
+            {
+                continue;
+            }
+            let slot = newest
+                .entry(channel.to_owned())
+                .or_insert((number, path.clone()));
+            if number > slot.0 {
+                *slot = (number, path.clone());
+            }
+        }
+
+        let mut found = Vec::new();
+        for (channel, (number, path)) in newest {
+            let manifest = ReleaseManifest::parse(&self.file(&path).await?)
+                .map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
+            let mut chunks = Vec::new();
+            let mut private = Vec::new();
+            for artifact in &manifest.artifacts {
+                let target = release_role.targets.get(&artifact.target).ok_or_else(|| {
+                    anyhow::anyhow!("{path} names {}, not in release", artifact.target)
+                })?;
+                let fields = artifact_chunks(target).map_err(|e| anyhow::anyhow!(e))?;
+                let is_private = target
+                    .custom
+                    .as_ref()
+                    .and_then(|c| c.get("enigm"))
+                    .and_then(|e| e.get("private"))
+                    .and_then(serde_json::Value::as_bool)
+                    .unwrap_or(false);
+                let index_bytes = self.index(&fields).await?;
+                let index = ChunkIndex::parse(
+                    &index_bytes,
+                    IndexLimits {
+                        max_chunks: fields.chunks,
+                        max_length: target.length,
+                    },
+                )?;
+                if index.tree_root() != fields.chunk_tree || index.len() != fields.chunks {
+                    anyhow::bail!(
+                        "chunk index of {} does not match its signed tree",
+                        artifact.target
+                    );
+                }
+                chunks.push((fields.chunk_index, index_bytes.len() as u32));
+                for entry in index.entries() {
+                    chunks.push((*entry.id(), entry.len()));
+                    if is_private {
+                        private.push(*entry.id());
+                    }
+                }
+            }
+            found.push(FoundRelease {
+                key: ReleaseKey(format!("{channel}/{number}")),
+                channel,
+                chunks,
+                private,
+            });
+        }
+        Ok(found)
+    }
+
+    /// A chunk index blob: from the cache, or fetched whole from upstream and checked against
+    /// its id before it is stored.
+    async fn index(&self, fields: &ota_core::chunk::ArtifactChunks) -> anyhow::Result<Bytes> {
+        let id = fields.chunk_index;
+        if self.cache.holds(&id)
+            && let Some(bytes) = self.cache.get(id).await
+        {
+            return Ok(bytes);
+        }
+        let len = u32::try_from(fields.chunk_index_length)
+            .ok()
+            .filter(|l| *l <= MAX_BLOB_LEN)
+            .ok_or_else(|| anyhow::anyhow!("chunk index of {} bytes", fields.chunk_index_length))?;
+        let mut stream = self.upstreams.blobs(vec![id], len.max(1)).await?;
+        let peer = stream.peer();
+        let bytes = match stream.next().await {
+            Some(Ok((_, Some(bytes)))) => bytes,
+            Some(Ok((_, None))) => anyhow::bail!("upstream does not hold chunk index {id}"),
+            Some(Err(e)) => return Err(e.into()),
+            None => anyhow::bail!("upstream ended the answer early"),
+        };
+        drop(stream);
+        if ChunkId::of(&bytes) != id {
+            Metrics::inc(&self.metrics.verification_failures);
+            self.upstreams.blame(peer);
+            anyhow::bail!("upstream {peer} sent a chunk index that does not match its id {id}");
+        }
+        Metrics::add(&self.metrics.index_bytes_up, bytes.len() as u64);
+        self.cache.store_verified(id, bytes.clone()).await?;
+        Ok(bytes)
+    }
+}
