@@ -197,7 +197,8 @@ pub fn verify(args: &VerifyArgs, checks: &mut Vec<Check>) -> Result<(), VerifyEr
 }
 
 /// Reads the workflow's files from a directory: the versioned name first, then the
-/// non-versioned one a device keeps (except for roots, whose chain needs versioned names).
+/// non-versioned one a device keeps. For a root, `root.json` stands in for `N.root.json` only
+/// when it holds version N (a device keeps its newest root there).
 #[derive(Debug)]
 struct LocalMetadata {
     dir: PathBuf,
@@ -205,33 +206,48 @@ struct LocalMetadata {
 
 impl MetadataSource for LocalMetadata {
     fn fetch(&mut self, role: &str, file: &str, max_len: u64) -> Result<Fetched, ClientError> {
-        let mut names = vec![file.to_string()];
+        if let Some(bytes) = self.read(file, max_len)? {
+            return Ok(Fetched::Bytes(bytes));
+        }
         let plain = format!("{role}.json");
-        if role != "root" && plain != file {
-            names.push(plain);
+        if plain == file {
+            return Ok(Fetched::NotFound);
         }
-        for name in names {
-            // A file name with a separator is not one the workflow asks for; never leave the
-            // directory.
-            if name.contains(['/', '\\']) || name.starts_with('.') {
-                continue;
-            }
-            // Over the cap: hand it over, and the workflow refuses it by name.
-            let path = self.dir.join(&name);
-            match read_capped(&path, max_len) {
-                Ok(Some(bytes)) => return Ok(Fetched::Bytes(bytes)),
-                Ok(None) => {}
-                Err(ClientError::LocalTooLarge { len, max, .. }) => {
-                    return Err(ClientError::Refused(ota_core::tuf::Error::TooLarge {
-                        file: name,
-                        len,
-                        max,
-                    }));
-                }
-                Err(e) => return Err(e),
+        let Some(bytes) = self.read(&plain, max_len)? else {
+            return Ok(Fetched::NotFound);
+        };
+        if role == "root" {
+            let wanted = file
+                .strip_suffix(".root.json")
+                .and_then(|v| v.parse::<u64>().ok());
+            let held = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v["signed"]["version"].as_u64());
+            if wanted.is_none() || held != wanted {
+                return Ok(Fetched::NotFound);
             }
         }
-        Ok(Fetched::NotFound)
+        Ok(Fetched::Bytes(bytes))
+    }
+}
+
+impl LocalMetadata {
+    /// `name` in the directory, if present; one over the cap is refused by name.
+    fn read(&self, name: &str, max_len: u64) -> Result<Option<Vec<u8>>, ClientError> {
+        // The workflow only asks for plain file names; never leave the directory.
+        if name.contains(['/', '\\']) || name.starts_with('.') {
+            return Ok(None);
+        }
+        match read_capped(&self.dir.join(name), max_len) {
+            Err(ClientError::LocalTooLarge { len, max, .. }) => {
+                Err(ClientError::Refused(ota_core::tuf::Error::TooLarge {
+                    file: name.into(),
+                    len,
+                    max,
+                }))
+            }
+            other => other,
+        }
     }
 }
 

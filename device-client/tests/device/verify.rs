@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::conformance::{HELLO_SERVED, Run, copy_dir, interop_repo, run};
+use super::conformance::{HELLO_SERVED, RepoServer, Run, copy_dir, interop_repo, run};
 
 fn verify(root: &Path, target: &str, file: &Path, extra: &[&str]) -> Run {
     let mut args = vec![
@@ -363,4 +363,60 @@ fn release_delegated_to_a_key_root_does_not_pin_is_refused() {
         ),
         "{out:?}"
     );
+}
+
+#[test]
+fn a_devices_non_versioned_metadata_directory_is_accepted() {
+    // `ota-tuf-client` leaves what a device keeps: root.json (the newest root), timestamp.json,
+    // snapshot.json, targets.json, release.json.
+    let repo = interop_repo();
+    let server = RepoServer::serve(&repo);
+    let dir = tempfile::tempdir().unwrap();
+    let (metadata, targets) = (dir.path().join("metadata"), dir.path().join("targets"));
+    std::fs::create_dir(&metadata).unwrap();
+    let client = env!("CARGO_BIN_EXE_ota-tuf-client");
+    let md = metadata.to_str().unwrap();
+    let init = run(
+        client,
+        &[
+            "--metadata-dir",
+            md,
+            "init",
+            root_v1(&repo).to_str().unwrap(),
+        ],
+    );
+    assert_eq!(init.code, 0, "{init:?}");
+    let download = run(
+        client,
+        &[
+            "--metadata-dir",
+            md,
+            "--metadata-url",
+            &server.url("metadata"),
+            "--target-name",
+            "artifacts/hello.img",
+            "--target-base-url",
+            &server.url("targets"),
+            "--target-dir",
+            targets.to_str().unwrap(),
+            "download",
+        ],
+    );
+    assert_eq!(download.code, 0, "{download:?}");
+    assert!(!metadata.join("2.root.json").exists());
+
+    let file = targets.join("artifacts%2Fhello.img");
+    let out = verify(
+        &root_v1(&repo),
+        "artifacts/hello.img",
+        &file,
+        &["--metadata", md],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout
+            .contains("ok  root: version 2 (1 rotation(s) from 1)"),
+        "root.json stands in for 2.root.json: {out:?}"
+    );
+    assert!(out.stdout.contains("listed by role release"), "{out:?}");
 }
