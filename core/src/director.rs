@@ -250,6 +250,24 @@ pub struct CheckIn {
     pub installed: Option<ReleaseNumber>,
 }
 
+/// A check-in body with optional attestation evidence: the same JSON as [`CheckIn`] plus an
+/// `attestation` field, so a device without a provider keeps sending [`CheckIn`] unchanged
+/// and the origin parses both with this type (an additive wire change, docs/PROTOCOL.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttestedCheckIn {
+    /// The release the device runs, if any.
+    pub installed: Option<ReleaseNumber>,
+    /// Evidence over [`crate::attest::AttestationChallenge::bind`] of this request's nonce,
+    /// the device's handle and the connection's TLS exporter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<crate::attest::Evidence>,
+}
+
+/// Largest check-in body carrying evidence ([`crate::attest::MAX_EVIDENCE_LEN`] of DER as
+/// base64, plus the JSON around it); it fits a 64 KiB request frame.
+pub const MAX_ATTESTED_BODY_LEN: usize = 48 * 1024;
+
 /// The director's answer to a check-in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]

@@ -13,9 +13,11 @@
 //! connection's binding), then the device's signature over the device↔peer binding the relay
 //! names, and the nonce issued on the relay's connection to the origin.
 
+use ota_core::attest::{Action, AttestError};
 use ota_core::director::{
-    CheckIn, CheckInAnswer, Decision, DeviceHandle, InstallReport, MAX_BODY_LEN, Offer,
-    OfferedArtifact, ReleaseFacts, decide,
+    AttestationOutcome, AttestationPolicy, AttestedCheckIn, CheckInAnswer, Decision, DeviceHandle,
+    Ineligible, InstallReport, MAX_ATTESTED_BODY_LEN, MAX_BODY_LEN, Offer, OfferedArtifact,
+    ReleaseFacts, decide,
 };
 use ota_core::time::UnixTime;
 use ota_net::proto::{ChannelBinding, Refusal, Relayed, SignedKind, SignedRequest};
@@ -203,14 +205,35 @@ fn unavailable(error: &dyn std::fmt::Display) -> RequestRefusal {
 }
 
 /// Answer a verified check-in.
+///
+/// `binding` is the channel binding the request's signature covers (this connection's, or
+/// for a relayed request the device↔relay one): attestation evidence in the body must attest
+/// the challenge bound to it, the nonce and the device's handle.
 pub async fn check_in(
     origin: &Origin,
     device: &DeviceRecord,
     nonce: [u8; 32],
+    binding: &ChannelBinding,
     body: &[u8],
     now: UnixTime,
 ) -> Result<CheckInAnswer, RequestRefusal> {
-    let check_in: CheckIn = parse_body(body)?;
+    if body.len() > MAX_ATTESTED_BODY_LEN {
+        return Err(RequestRefusal::Malformed(format!(
+            "body of {} bytes over the {MAX_ATTESTED_BODY_LEN}-byte cap",
+            body.len()
+        )));
+    }
+    let check_in: AttestedCheckIn =
+        serde_json::from_slice(body).map_err(|e| RequestRefusal::Malformed(e.to_string()))?;
+    let attestation = attest(
+        origin,
+        device,
+        &nonce,
+        binding,
+        check_in.attestation.as_ref(),
+        now,
+    )
+    .await?;
     if device.installed != check_in.installed {
         origin
             .catalog
@@ -220,6 +243,53 @@ pub async fn check_in(
     }
     let mut facts = device.facts();
     facts.installed = check_in.installed;
+    // A channel's policy judges this check-in's evidence only (fresh, bound to this request).
+    facts.attestation = attestation.as_ref().map(|r| match r {
+        Ok(_) => AttestationOutcome::Passed,
+        Err(_) => AttestationOutcome::Failed,
+    });
+    let refused_reason = attestation_reason(attestation.as_ref());
+    if let Some(policy) = &origin.attestation {
+        // Enrollment: no offer on any channel until a passed attestation is on record.
+        let on_record = device
+            .attestation
+            .as_ref()
+            .is_some_and(|a| a.outcome == AttestationOutcome::Passed);
+        let enrolled = if on_record && attestation.is_none() {
+            ota_core::attest::Gate::Pass
+        } else {
+            ota_core::attest::gate(
+                policy.mode(Action::Enrollment, &device.channel),
+                attestation.as_ref(),
+            )
+        };
+        match enrolled {
+            ota_core::attest::Gate::Refuse(reason) => {
+                return Ok(CheckInAnswer::NoOffer {
+                    reason: format!(
+                        "enrollment requires a passed attestation: {reason}{}",
+                        refused_reason.as_deref().unwrap_or("")
+                    ),
+                });
+            }
+            ota_core::attest::Gate::PassCounted(_) => {
+                Metrics::inc(&origin.metrics.attestations_preferred_missed);
+            }
+            ota_core::attest::Gate::Pass => {}
+        }
+        if let ota_core::attest::Gate::PassCounted(_) = ota_core::attest::gate(
+            policy.mode(Action::CheckIn, &device.channel),
+            attestation.as_ref(),
+        ) {
+            Metrics::inc(&origin.metrics.attestations_preferred_missed);
+        }
+    }
+    let channel_policy = origin
+        .attestation
+        .as_ref()
+        .map_or(AttestationPolicy::Off, |a| {
+            a.mode(Action::CheckIn, &device.channel)
+        });
     let mut releases = origin
         .catalog
         .releases(Some(&device.channel))
@@ -235,7 +305,7 @@ pub async fn check_in(
             models: release.models.clone(),
             min_installed: release.min_installed,
             stage: release.stage,
-            attestation: ota_core::director::AttestationPolicy::Off,
+            attestation: channel_policy,
         };
         match decide(&facts, &release_facts) {
             Decision::Offer => {
@@ -249,11 +319,72 @@ pub async fn check_in(
         }
     }
     Ok(CheckInAnswer::NoOffer {
-        reason: first_reason.map_or_else(
-            || "no release on this channel".to_string(),
-            |r| r.to_string(),
-        ),
+        reason: match first_reason {
+            None => "no release on this channel".to_string(),
+            Some(r @ Ineligible::AttestationRequired) => {
+                let class = match &attestation {
+                    Some(Err(e)) => e.reason(),
+                    _ => ota_core::attest::Reason::EligibilityFailure,
+                };
+                format!("{r}: {class}{}", refused_reason.as_deref().unwrap_or(""))
+            }
+            Some(r) => r.to_string(),
+        },
     })
+}
+
+/// Verify the evidence a check-in carries (when the origin has an attestation policy) and
+/// record the outcome: the verdict, the reason's name and the time, never the chain.
+async fn attest(
+    origin: &Origin,
+    device: &DeviceRecord,
+    nonce: &[u8; 32],
+    binding: &ChannelBinding,
+    evidence: Option<&ota_core::attest::Evidence>,
+    now: UnixTime,
+) -> Result<Option<Result<ota_core::attest::Attested, AttestError>>, RequestRefusal> {
+    let (Some(policy), Some(evidence)) = (&origin.attestation, evidence) else {
+        return Ok(None);
+    };
+    let result = policy.verify(evidence, nonce, &device.handle, &binding.0, now);
+    let (outcome, reasons) = match &result {
+        Ok(_) => {
+            Metrics::inc(&origin.metrics.attestations_passed);
+            (AttestationOutcome::Passed, Vec::new())
+        }
+        Err(error) => {
+            Metrics::inc(&origin.metrics.attestations_failed);
+            (
+                AttestationOutcome::Failed,
+                vec![error.reason().name().to_string()],
+            )
+        }
+    };
+    // The handle and the reason class only: details may name hardware (serials, models).
+    tracing::info!(
+        target: "origin.director",
+        handle = %device.handle,
+        outcome = ?outcome,
+        reason = result.as_ref().err().map(|e| e.reason().name()),
+        "attestation"
+    );
+    origin
+        .catalog
+        .record_attestation(&device.handle, outcome, &reasons, now)
+        .await
+        .map_err(|e| unavailable(&e))?;
+    Ok(Some(result))
+}
+
+/// The device-facing detail of a refused attestation, e.g. " (attestation challenge names
+/// another device)".
+fn attestation_reason(
+    result: Option<&Result<ota_core::attest::Attested, AttestError>>,
+) -> Option<String> {
+    match result {
+        Some(Err(e)) => Some(format!(" ({e})")),
+        _ => None,
+    }
 }
 
 async fn make_offer(
@@ -289,7 +420,11 @@ async fn make_offer(
             .collect(),
         stage: release.stage,
     };
-    let bytes = offer.sign(&[&origin.keys.director]);
+    let bytes = origin
+        .keys
+        .director
+        .sign_document(&offer)
+        .map_err(|e| unavailable(&e))?;
     serde_json::from_slice(&bytes).map_err(|e| unavailable(&e))
 }
 

@@ -25,6 +25,13 @@ pub struct Metrics {
     pub blob_bytes_served: AtomicU64,
     /// Releases halted by the health gate.
     pub health_halts: AtomicU64,
+    /// Attestation evidence that passed.
+    pub attestations_passed: AtomicU64,
+    /// Attestation evidence refused (any reason).
+    pub attestations_failed: AtomicU64,
+    /// Check-ins where a `preferred` policy found no passing attestation (counted, not
+    /// enforced).
+    pub attestations_preferred_missed: AtomicU64,
 }
 
 impl Metrics {
@@ -72,6 +79,21 @@ impl Metrics {
                 "ota_origin_blobs_served_total",
                 "Blobs served.",
                 &self.blobs_served,
+            ),
+            (
+                "ota_origin_attestations_passed_total",
+                "Attestation evidence that passed.",
+                &self.attestations_passed,
+            ),
+            (
+                "ota_origin_attestations_failed_total",
+                "Attestation evidence refused.",
+                &self.attestations_failed,
+            ),
+            (
+                "ota_origin_attestations_preferred_missed_total",
+                "Check-ins without a passing attestation where it is preferred.",
+                &self.attestations_preferred_missed,
             ),
             (
                 "ota_origin_blob_bytes_served_total",

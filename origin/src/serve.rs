@@ -7,7 +7,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use ota_core::digest::ChunkId;
 use ota_core::time::UnixTime;
-use ota_net::proto::{MAX_BLOB_LEN, Nonce, Refusal, Relayed, SignedKind, SignedRequest};
+use ota_net::proto::{
+    ChannelBinding, MAX_BLOB_LEN, Nonce, Refusal, Relayed, SignedKind, SignedRequest,
+};
 use ota_net::server::{ConnInfo, Handler};
 
 use crate::director::{self, RequestRefusal};
@@ -70,7 +72,8 @@ impl Handler for OriginHandler {
         let device = director::verify_request(origin, conn, kind, &request, now)
             .await
             .map_err(refused)?;
-        self.answer(conn, kind, &device, &request, now).await
+        self.answer(conn, kind, &device, &request, &conn.binding, now)
+            .await
     }
 
     async fn relayed(&self, conn: &ConnInfo, relayed: Relayed) -> Result<Vec<u8>, Refusal> {
@@ -90,8 +93,16 @@ impl Handler for OriginHandler {
         let device = director::verify_relayed(origin, conn, &relayed, now)
             .await
             .map_err(refused)?;
-        self.answer(conn, kind, &device, &relayed.request, now)
-            .await
+        // The device signed over its connection to the relay: its evidence is bound to that.
+        self.answer(
+            conn,
+            kind,
+            &device,
+            &relayed.request,
+            &relayed.device_binding,
+            now,
+        )
+        .await
     }
 
     async fn metadata(&self, _conn: &ConnInfo, name: &str) -> Option<Bytes> {
@@ -130,6 +141,7 @@ impl OriginHandler {
         kind: SignedKind,
         device: &DeviceRecord,
         request: &SignedRequest,
+        binding: &ChannelBinding,
         now: UnixTime,
     ) -> Result<Vec<u8>, Refusal> {
         let origin = &self.origin;
@@ -141,10 +153,16 @@ impl OriginHandler {
         match kind {
             SignedKind::CheckIn => {
                 Metrics::inc(&origin.metrics.checkins);
-                let answer =
-                    director::check_in(origin, device, request.nonce.0, &request.body, now)
-                        .await
-                        .map_err(refused)?;
+                let answer = director::check_in(
+                    origin,
+                    device,
+                    request.nonce.0,
+                    binding,
+                    &request.body,
+                    now,
+                )
+                .await
+                .map_err(refused)?;
                 tracing::info!(target: "origin.serve", handle = %device.handle, offer = matches!(answer, ota_core::director::CheckInAnswer::Offer(_)), "check-in");
                 serde_json::to_vec(&answer).map_err(|_| refused(RequestRefusal::Unavailable))
             }

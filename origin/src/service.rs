@@ -19,6 +19,8 @@ pub struct Origin {
     pub keys: Keys,
     /// Counters for `/metrics`.
     pub metrics: Metrics,
+    /// The remote attestation policy, when `origin.json` configures one.
+    pub attestation: Option<crate::attest::Attestation>,
 }
 
 impl Origin {
@@ -28,12 +30,14 @@ impl Origin {
         let catalog = dir.catalog().await?;
         let blobs = dir.blobs()?;
         let keys = dir.keys()?;
+        let attestation = crate::attest::Attestation::load(&dir)?;
         Ok(Arc::new(Self {
             dir,
             catalog,
             blobs,
             keys,
             metrics: Metrics::default(),
+            attestation,
         }))
     }
 }

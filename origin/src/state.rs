@@ -41,6 +41,9 @@ pub struct OriginConfig {
     pub nonce_expiry_secs: i64,
     /// How far a signed request's timestamp may be from the origin's clock.
     pub request_window_secs: i64,
+    /// Remote attestation policy (see [`crate::attest`]); absent: attestation is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<crate::attest::AttestationConfig>,
 }
 
 impl Default for OriginConfig {
@@ -53,6 +56,7 @@ impl Default for OriginConfig {
             offer_expiry_secs: 15 * 60,
             nonce_expiry_secs: 120,
             request_window_secs: 300,
+            attestation: None,
         }
     }
 }

@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod attest;
 mod e2e;
 mod http;
 mod relay;
