@@ -471,6 +471,36 @@ fn plain_tuf_repository_with_delegation_and_quoted_paths() {
 }
 
 #[test]
+fn repository_without_consistent_snapshots() {
+    let Some(python) = python() else { return };
+    let repo = tempfile::tempdir().unwrap();
+    let dir = repo.path().to_str().unwrap();
+    make_repo(&python, &["new", dir, "--no-consistent-snapshot"]);
+    let server = RepoServer::serve(repo.path());
+    let client = Client::new();
+    assert_ok(&client.init(&repo.path().join("metadata/1.root.json")));
+    let download = client.download(&server, "delegated/file3.txt");
+    assert_ok(&download);
+    assert_eq!(
+        server.requests(),
+        [
+            "/metadata/2.root.json",
+            "/metadata/3.root.json",
+            "/metadata/timestamp.json",
+            "/metadata/snapshot.json",
+            "/metadata/targets.json",
+            "/metadata/delegated.json",
+            "/targets/delegated/file3.txt",
+        ],
+        "non-versioned metadata names, target under its own name"
+    );
+    assert_eq!(
+        std::fs::read(client.targets.join("delegated%2Ffile3.txt")).unwrap(),
+        b"listed by the delegated role\n"
+    );
+}
+
+#[test]
 fn substituted_target_is_refused_and_nothing_is_written() {
     let repo = tempfile::tempdir().unwrap();
     copy_dir(&interop_repo(), repo.path());

@@ -8,10 +8,12 @@ need quoting. Keys come from fixed seeds (test keys, not secret), so the script
 can be run again on the same directory to re-sign one role.
 
 Usage:
-  make_tuf_repo.py new DIR
+  make_tuf_repo.py new DIR [--no-consistent-snapshot]
       DIR/metadata/{1,2}.root.json, 1.targets.json, 1.delegated.json,
       1.snapshot.json, timestamp.json (version 1) and DIR/targets/ with the
-      targets under hash-prefixed names. Every role expires in 2099.
+      targets under hash-prefixed names. Every role expires in 2099. Without
+      consistent snapshots: targets.json, delegated.json, snapshot.json and
+      the targets under their own names.
   make_tuf_repo.py timestamp DIR VERSION EXPIRES
       re-sign DIR/metadata/timestamp.json with VERSION and EXPIRES
       (YYYY-MM-DDTHH:MM:SSZ), pinning snapshot version 1.
@@ -85,8 +87,8 @@ def sign(md: Metadata, *names: str) -> Metadata:
     return md
 
 
-def make_root(version: int, root_key: str) -> Root:
-    root = Root(version=version, spec_version=SPEC_VERSION, expires=EXPIRES, consistent_snapshot=True)
+def make_root(version: int, root_key: str, consistent: bool) -> Root:
+    root = Root(version=version, spec_version=SPEC_VERSION, expires=EXPIRES, consistent_snapshot=consistent)
     root.add_key(KEYS[root_key].public_key, Root.type)
     for role in (Targets.type, Snapshot.type, Timestamp.type):
         root.add_key(KEYS[role].public_key, role)
@@ -97,11 +99,12 @@ def metafile(version: int, data: bytes) -> MetaFile:
     return MetaFile(version=version, length=len(data), hashes={"sha256": hashlib.sha256(data).hexdigest()})
 
 
-def new(repo: str) -> None:
+def new(repo: str, consistent: bool) -> None:
     meta = os.path.join(repo, "metadata")
-    write(os.path.join(meta, "1.root.json"), sign(Metadata(make_root(1, "root-1")), "root-1"))
+    prefix = "1." if consistent else ""
+    write(os.path.join(meta, "1.root.json"), sign(Metadata(make_root(1, "root-1", consistent)), "root-1"))
     # Rotation: v2 is signed by the old root key (v1's threshold) and the new one.
-    write(os.path.join(meta, "2.root.json"), sign(Metadata(make_root(2, "root-2")), "root-1", "root-2"))
+    write(os.path.join(meta, "2.root.json"), sign(Metadata(make_root(2, "root-2", consistent)), "root-1", "root-2"))
 
     contents = targets_content()
     top = Targets(version=1, spec_version=SPEC_VERSION, expires=EXPIRES)
@@ -110,24 +113,26 @@ def new(repo: str) -> None:
         info = TargetFile.from_data(path, data, ["sha256"])
         (delegated if path.startswith("delegated/") else top).targets[path] = info
         d, _, base = path.rpartition("/")
-        served = os.path.join(repo, "targets", d, f"{info.hashes['sha256']}.{base}")
+        name = f"{info.hashes['sha256']}.{base}" if consistent else base
+        served = os.path.join(repo, "targets", d, name)
         write(served, data)
     key = KEYS["delegated"].public_key
     top.delegations = Delegations(
         keys={key.keyid: key},
         roles={"delegated": DelegatedRole("delegated", [key.keyid], 1, True, ["delegated/*"])},
     )
-    targets_bytes = write(os.path.join(meta, "1.targets.json"), sign(Metadata(top), "targets"))
-    delegated_bytes = write(os.path.join(meta, "1.delegated.json"), sign(Metadata(delegated), "delegated"))
+    targets_bytes = write(os.path.join(meta, f"{prefix}targets.json"), sign(Metadata(top), "targets"))
+    delegated_bytes = write(os.path.join(meta, f"{prefix}delegated.json"), sign(Metadata(delegated), "delegated"))
     snapshot = Snapshot(version=1, spec_version=SPEC_VERSION, expires=EXPIRES)
     snapshot.meta = {"targets.json": metafile(1, targets_bytes), "delegated.json": metafile(1, delegated_bytes)}
-    write(os.path.join(meta, "1.snapshot.json"), sign(Metadata(snapshot), "snapshot"))
+    write(os.path.join(meta, f"{prefix}snapshot.json"), sign(Metadata(snapshot), "snapshot"))
     timestamp(repo, 1, EXPIRES)
 
 
 def timestamp(repo: str, version: int, expires: datetime) -> None:
     meta = os.path.join(repo, "metadata")
-    with open(os.path.join(meta, "1.snapshot.json"), "rb") as f:
+    name = "1.snapshot.json" if os.path.exists(os.path.join(meta, "1.snapshot.json")) else "snapshot.json"
+    with open(os.path.join(meta, name), "rb") as f:
         snapshot_bytes = f.read()
     ts = Timestamp(version=version, spec_version=SPEC_VERSION, expires=expires,
                    snapshot_meta=metafile(1, snapshot_bytes))
@@ -137,7 +142,9 @@ def timestamp(repo: str, version: int, expires: datetime) -> None:
 def main() -> int:
     args = sys.argv[1:]
     if len(args) == 2 and args[0] == "new":
-        new(args[1])
+        new(args[1], True)
+    elif len(args) == 3 and args[0] == "new" and args[2] == "--no-consistent-snapshot":
+        new(args[1], False)
     elif len(args) == 4 and args[0] == "timestamp":
         expires = datetime.strptime(args[3], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
         timestamp(args[1], int(args[2]), expires)
