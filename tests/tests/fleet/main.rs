@@ -2,4 +2,5 @@
 //! Build the programs first (`cargo build --workspace --bins`; `cargo test --workspace` does).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod device;
 mod harness;

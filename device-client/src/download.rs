@@ -1,0 +1,621 @@
+//! Writing one artifact into the inactive slot: resume from the journal, then drive
+//! `ota_core::fetch::Scheduler` over every source, verifying each chunk before it is written,
+//! then check the whole artifact against its signed hashes.
+//!
+//! Crash safety: a chunk's journal record is appended only after its bytes are written and
+//! the slot file synced; on resume every journalled chunk is read back and verified again
+//! before it counts (the journal saves downloads, it is never trusted for content). A chunk
+//! that occurs at several positions is copied locally to those not written yet.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ota_core::chunk::{ArtifactError, ChunkVerifier};
+use ota_core::digest::ChunkId;
+use ota_core::fetch::{
+    Action, ChunkOutcome, Config, Holdings, Millis, Need, Scheduler, SourceId, SourceKind,
+};
+use ota_core::journal::{self, JournalBinding, JournalRecord};
+use ota_core::tuf::VerifiedArtifact;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::progress::Progress;
+use crate::source::{Event, Source, Transport, read_exact_at, write_all_at};
+
+/// Journal records appended (after one slot sync) at most this many chunks apart.
+const JOURNAL_BATCH: usize = 64;
+/// … or this long apart.
+const JOURNAL_INTERVAL: Duration = Duration::from_millis(250);
+/// Chunks in flight per network source.
+const NETWORK_IN_FLIGHT: usize = 64;
+/// Chunks in flight from the local slot.
+const LOCAL_IN_FLIGHT: usize = 16;
+/// Events buffered between request tasks and the download loop.
+const EVENT_QUEUE: usize = 64;
+
+/// Why an artifact could not be written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DownloadError {
+    /// The slot or journal file failed (a full disk, a missing directory…).
+    #[error("{path}: {source}")]
+    Disk {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// No usable source holds a chunk.
+    #[error("chunk {id} cannot be had from any source still usable")]
+    Stuck {
+        /// The chunk.
+        id: ChunkId,
+    },
+    /// The written artifact does not match its signed hashes.
+    #[error("artifact {target}: {source}")]
+    Artifact {
+        /// The target path.
+        target: String,
+        /// What differs.
+        source: ArtifactError,
+    },
+}
+
+impl DownloadError {
+    /// Whether the disk ran full.
+    pub fn disk_full(&self) -> bool {
+        matches!(self, Self::Disk { source, .. } if source.raw_os_error() == Some(28))
+    }
+}
+
+/// What one source did, as the device reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceUse {
+    /// Its name.
+    pub name: String,
+    /// Its kind.
+    pub kind: SourceKind,
+    /// Verified bytes it delivered first.
+    pub bytes: u64,
+    /// Verified chunks it delivered first.
+    pub chunks: u64,
+    /// Chunk ids it was asked for (and answered with bytes).
+    pub fetched_chunks: u64,
+    /// Why it was banned for this update, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub banned: Option<String>,
+    /// Why it was dropped (unreachable, or broke the protocol), if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<String>,
+    /// Whether the scheduler judged it slow.
+    pub slow: bool,
+}
+
+/// What writing one artifact did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactReport {
+    /// The target path.
+    pub target: String,
+    /// Chunks in the artifact (positions).
+    pub chunks: u64,
+    /// Its length.
+    pub bytes: u64,
+    /// Positions found verified in the slot from an earlier, interrupted run.
+    pub resumed_chunks: u64,
+    /// Their bytes.
+    pub resumed_bytes: u64,
+    /// Verified bytes by source kind (the local slot included).
+    pub bytes_by_kind: BTreeMap<SourceKind, u64>,
+    /// Bytes that arrived after another copy was verified.
+    pub duplicate_bytes: u64,
+}
+
+/// One artifact to write.
+#[derive(Debug)]
+pub struct Job<'a> {
+    /// The signed target.
+    pub artifact: &'a VerifiedArtifact,
+    /// The verified chunk index.
+    pub verifier: &'a ChunkVerifier,
+    /// The slot file (`slots/X/NAME.img`).
+    pub slot_file: PathBuf,
+    /// The journal (`journal/NAME.journal`).
+    pub journal_file: PathBuf,
+}
+
+/// The sources of an update and what each did so far (across artifacts).
+#[derive(Debug)]
+pub struct Sources {
+    /// The sources.
+    pub list: Vec<Source>,
+    /// Per source: what it did.
+    pub uses: Vec<SourceUse>,
+    /// Chunk ids of the installed image (what the local slot may give).
+    pub local_holdings: HashSet<ChunkId>,
+}
+
+impl Sources {
+    /// Sources with nothing done yet.
+    pub fn new(list: Vec<Source>, local_holdings: HashSet<ChunkId>) -> Self {
+        let uses = list
+            .iter()
+            .map(|s| SourceUse {
+                name: s.name.clone(),
+                kind: s.kind,
+                bytes: 0,
+                chunks: 0,
+                fetched_chunks: 0,
+                banned: None,
+                dropped: None,
+                slow: false,
+            })
+            .collect();
+        Self {
+            list,
+            uses,
+            local_holdings,
+        }
+    }
+
+    fn index(&self, id: SourceId) -> Option<usize> {
+        self.list.iter().position(|s| s.id == id)
+    }
+
+    /// Whether a source may still be used (not banned or dropped).
+    pub fn usable(&self, i: usize) -> bool {
+        self.uses[i].banned.is_none() && self.uses[i].dropped.is_none()
+    }
+
+    /// Ban a source for the rest of the update.
+    pub fn ban(&mut self, id: SourceId, reason: String) {
+        if let Some(i) = self.index(id) {
+            self.uses[i].banned.get_or_insert(reason);
+        }
+    }
+}
+
+/// Write `job`'s artifact into its slot file from `sources`.
+pub async fn download(
+    job: &Job<'_>,
+    sources: &mut Sources,
+    config: Config,
+    progress: &Progress,
+) -> Result<ArtifactReport, DownloadError> {
+    let started = Instant::now();
+    let now = || Millis(started.elapsed().as_millis() as u64);
+    let index = job.verifier.index();
+    let entries = index.entries();
+    let mut report = ArtifactReport {
+        target: job.artifact.path().to_string(),
+        chunks: index.len(),
+        bytes: index.total_length(),
+        ..ArtifactReport::default()
+    };
+
+    let disk = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| DownloadError::Disk { path, source }
+    };
+    let slot = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&job.slot_file)
+        .map_err(disk(&job.slot_file))?;
+    let length = job.artifact.length();
+    if slot.metadata().map_err(disk(&job.slot_file))?.len() != length {
+        slot.set_len(length).map_err(disk(&job.slot_file))?;
+    }
+
+    // Resume: journalled positions, each re-verified from the slot.
+    let binding = JournalBinding::new(
+        job.artifact.path(),
+        job.artifact.sha256(),
+        &job.artifact.chunks().chunk_tree,
+    );
+    let mut done = vec![false; entries.len()];
+    let mut journal = open_journal(&job.journal_file, &binding, index.len())?;
+    let mut scratch = Vec::new();
+    for record in journal.records.drain(..) {
+        let p = record.position as usize;
+        if done[p] || entries[p].id() != &record.id {
+            continue;
+        }
+        if read_verified(&slot, job.verifier, record.position, &mut scratch) {
+            done[p] = true;
+        }
+    }
+    // A chunk verified at one position and not yet at another is copied locally.
+    let mut verified_at: HashMap<ChunkId, u64> = HashMap::new();
+    for (p, entry) in entries.iter().enumerate() {
+        if done[p] {
+            verified_at.entry(*entry.id()).or_insert(p as u64);
+        }
+    }
+    let mut copied = Vec::new();
+    for (p, entry) in entries.iter().enumerate() {
+        if done[p] {
+            continue;
+        }
+        if let Some(&from) = verified_at.get(entry.id())
+            && read_verified(&slot, job.verifier, from, &mut scratch)
+        {
+            write_all_at(&slot, &scratch, entry.offset()).map_err(disk(&job.slot_file))?;
+            copied.push(p as u64);
+        }
+    }
+    if !copied.is_empty() {
+        slot.sync_data().map_err(disk(&job.slot_file))?;
+        for &p in &copied {
+            done[p as usize] = true;
+            journal.append(&binding, p, entries[p as usize].id())?;
+        }
+        journal.sync()?;
+    }
+    for (p, entry) in entries.iter().enumerate() {
+        if done[p] {
+            report.resumed_chunks += 1;
+            report.resumed_bytes += u64::from(entry.len());
+        }
+    }
+    let mut verified_bytes = report.resumed_bytes;
+    progress.start_bytes(job.artifact.path(), length);
+    progress.bytes(verified_bytes, length, &json!({}));
+
+    // What is left: each chunk id once.
+    let mut needs = Vec::new();
+    let mut seen = HashSet::new();
+    for (p, entry) in entries.iter().enumerate() {
+        if !done[p] && seen.insert(*entry.id()) {
+            needs.push(Need {
+                id: *entry.id(),
+                len: entry.len(),
+            });
+        }
+    }
+    if !needs.is_empty() {
+        let max_len = index.params().max();
+        let mut scheduler = Scheduler::new(config, needs.iter().copied());
+        for (i, source) in sources.list.iter().enumerate() {
+            if !sources.usable(i) {
+                continue;
+            }
+            let (in_flight, holdings) = match &source.transport {
+                Transport::Local(_) => {
+                    let held: HashSet<ChunkId> = needs
+                        .iter()
+                        .map(|n| n.id)
+                        .filter(|id| sources.local_holdings.contains(id))
+                        .collect();
+                    if held.is_empty() {
+                        continue;
+                    }
+                    (LOCAL_IN_FLIGHT, Holdings::Only(held))
+                }
+                _ => (NETWORK_IN_FLIGHT, Holdings::Any),
+            };
+            scheduler.add_source(now(), source.id, source.kind, in_flight, holdings);
+        }
+        scheduler.start(now());
+
+        let (tx, mut rx) = mpsc::channel::<Event>(EVENT_QUEUE);
+        let mut pending_records: Vec<u64> = Vec::new();
+        let mut last_flush = Instant::now();
+        let mut fetch_counts: HashMap<SourceId, u64> = HashMap::new();
+        'run: loop {
+            while let Some(action) = scheduler.poll_action() {
+                match action {
+                    Action::Request { source, ids } => {
+                        if let Some(i) = sources.index(source) {
+                            sources.list[i].spawn_request(ids, max_len, tx.clone());
+                        }
+                    }
+                    Action::Complete => break 'run,
+                    Action::Stuck { id } => {
+                        flush(&slot, &mut journal, &binding, entries, &mut pending_records)
+                            .map_err(|e| with_path(e, &job.slot_file))?;
+                        finish_uses(sources, &scheduler.report(), &fetch_counts);
+                        return Err(DownloadError::Stuck { id });
+                    }
+                    // Cancel: the request's remaining answers arrive and count as duplicates.
+                    _ => {}
+                }
+            }
+            let deadline = scheduler.poll_timeout();
+            let event = match deadline {
+                Some(at) => {
+                    let wait = Duration::from_millis(at.0.saturating_sub(now().0));
+                    match tokio::time::timeout(wait, rx.recv()).await {
+                        Ok(event) => event,
+                        Err(_) => {
+                            scheduler.handle_timeout(now());
+                            continue;
+                        }
+                    }
+                }
+                None => {
+                    // Nothing in flight has a deadline: wait for answers, but wake up to flush.
+                    match tokio::time::timeout(JOURNAL_INTERVAL, rx.recv()).await {
+                        Ok(event) => event,
+                        Err(_) => {
+                            flush(&slot, &mut journal, &binding, entries, &mut pending_records)
+                                .map_err(|e| with_path(e, &job.slot_file))?;
+                            last_flush = Instant::now();
+                            scheduler.handle_timeout(now());
+                            continue;
+                        }
+                    }
+                }
+            };
+            // The loop holds a sender, so the channel never closes.
+            let Some(event) = event else { continue };
+            match event {
+                Event::Blob { source, id, bytes } => {
+                    *fetch_counts.entry(source).or_default() += 1;
+                    let positions = job.verifier.positions_of(&id);
+                    let Some(&first) = positions.first() else {
+                        // Not a chunk of this artifact: the scheduler ignores unknown ids.
+                        continue;
+                    };
+                    match job.verifier.verify(first, &bytes) {
+                        Ok(_) => {
+                            let mut fresh = false;
+                            for &p in positions {
+                                if !done[p as usize] {
+                                    let entry = &entries[p as usize];
+                                    write_all_at(&slot, &bytes, entry.offset())
+                                        .map_err(disk(&job.slot_file))?;
+                                    done[p as usize] = true;
+                                    pending_records.push(p);
+                                    verified_bytes += u64::from(entry.len());
+                                    fresh = true;
+                                }
+                            }
+                            scheduler.handle_chunk(now(), source, &id, ChunkOutcome::Verified);
+                            if fresh {
+                                let by_kind =
+                                    serde_json::to_value(&scheduler.report().bytes_by_kind)
+                                        .unwrap_or_default();
+                                progress.bytes(verified_bytes, length, &by_kind);
+                            }
+                        }
+                        Err(error) => {
+                            if let Some(i) = sources.index(source) {
+                                sources.uses[i].banned.get_or_insert(error.to_string());
+                            }
+                            progress.event(
+                                "source_banned",
+                                json!({
+                                    "source": sources.index(source).map(|i| sources.list[i].name.clone()),
+                                    "reason": error.to_string(),
+                                }),
+                            );
+                            scheduler.handle_chunk(now(), source, &id, ChunkOutcome::Corrupt);
+                        }
+                    }
+                }
+                Event::Missing { source, id } => {
+                    scheduler.handle_chunk(now(), source, &id, ChunkOutcome::Missing);
+                }
+                Event::Failed {
+                    source,
+                    reason,
+                    misbehaved,
+                } => {
+                    if let Some(i) = sources.index(source) {
+                        let reason = if misbehaved {
+                            format!("broke the protocol: {reason}")
+                        } else {
+                            reason
+                        };
+                        progress.event(
+                            "source_dropped",
+                            json!({ "source": sources.list[i].name, "reason": reason }),
+                        );
+                        sources.uses[i].dropped.get_or_insert(reason);
+                    }
+                    scheduler.handle_source_lost(now(), source);
+                }
+            }
+            if pending_records.len() >= JOURNAL_BATCH || last_flush.elapsed() >= JOURNAL_INTERVAL {
+                flush(&slot, &mut journal, &binding, entries, &mut pending_records)
+                    .map_err(|e| with_path(e, &job.slot_file))?;
+                last_flush = Instant::now();
+            }
+        }
+        flush(&slot, &mut journal, &binding, entries, &mut pending_records)
+            .map_err(|e| with_path(e, &job.slot_file))?;
+        let fetch_report = scheduler.report();
+        report.bytes_by_kind = fetch_report.bytes_by_kind.clone();
+        report.bytes_by_kind.retain(|_, b| *b > 0);
+        report.duplicate_bytes = fetch_report.duplicate_bytes;
+        finish_uses(sources, &fetch_report, &fetch_counts);
+    }
+    slot.sync_all().map_err(disk(&job.slot_file))?;
+
+    // The whole artifact, read back from the slot.
+    progress.event(
+        "verify_artifact",
+        json!({ "artifact": job.artifact.path() }),
+    );
+    let mut check = job.verifier.artifact_check();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut offset = 0u64;
+    while offset < length {
+        let n = (length - offset).min(buf.len() as u64) as usize;
+        read_exact_at(&slot, &mut buf[..n], offset).map_err(disk(&job.slot_file))?;
+        check
+            .update(&buf[..n])
+            .map_err(|source| DownloadError::Artifact {
+                target: job.artifact.path().into(),
+                source,
+            })?;
+        offset += n as u64;
+    }
+    check.finish().map_err(|source| DownloadError::Artifact {
+        target: job.artifact.path().into(),
+        source,
+    })?;
+    Ok(report)
+}
+
+fn finish_uses(
+    sources: &mut Sources,
+    report: &ota_core::fetch::Report,
+    fetch_counts: &HashMap<SourceId, u64>,
+) {
+    for s in &report.sources {
+        if let Some(i) = sources.index(s.source) {
+            let used = &mut sources.uses[i];
+            used.bytes += s.bytes;
+            used.chunks += s.chunks;
+            used.slow |= s.slow;
+            if let Some(ota_core::fetch::BanReason::CorruptChunk { id }) = &s.banned {
+                used.banned
+                    .get_or_insert_with(|| format!("sent a corrupt chunk {id}"));
+            }
+        }
+    }
+    for (source, n) in fetch_counts {
+        if let Some(i) = sources.index(*source) {
+            sources.uses[i].fetched_chunks += n;
+        }
+    }
+}
+
+fn with_path(source: std::io::Error, path: &Path) -> DownloadError {
+    DownloadError::Disk {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Sync the slot, then journal the chunks written since the last flush.
+fn flush(
+    slot: &File,
+    journal: &mut JournalFile,
+    binding: &JournalBinding,
+    entries: &[ota_core::chunk::IndexEntry],
+    pending: &mut Vec<u64>,
+) -> std::io::Result<()> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    slot.sync_data()?;
+    for p in pending.drain(..) {
+        journal
+            .append(binding, p, entries[p as usize].id())
+            .map_err(|e| match e {
+                DownloadError::Disk { source, .. } => source,
+                other => std::io::Error::other(other.to_string()),
+            })?;
+    }
+    journal.sync().map_err(|e| match e {
+        DownloadError::Disk { source, .. } => source,
+        other => std::io::Error::other(other.to_string()),
+    })
+}
+
+/// Read the chunk at `position` from the slot into `buf` and verify it.
+fn read_verified(slot: &File, verifier: &ChunkVerifier, position: u64, buf: &mut Vec<u8>) -> bool {
+    let Some(entry) = verifier.index().entry(position) else {
+        return false;
+    };
+    buf.resize(entry.len() as usize, 0);
+    read_exact_at(slot, buf, entry.offset()).is_ok() && verifier.verify(position, buf).is_ok()
+}
+
+/// An open journal: the records read at open, and the file to append to.
+struct JournalFile {
+    path: PathBuf,
+    file: File,
+    records: Vec<JournalRecord>,
+}
+
+fn open_journal(
+    path: &Path,
+    binding: &JournalBinding,
+    chunks: u64,
+) -> Result<JournalFile, DownloadError> {
+    let disk = |source| DownloadError::Disk {
+        path: path.to_path_buf(),
+        source,
+    };
+    // Bound the read: a header and two records per chunk at most (parse refuses more).
+    let max = journal::HEADER_LEN as u64 + chunks.saturating_mul(2 * journal::RECORD_LEN as u64);
+    let existing = match File::open(path) {
+        Ok(file) => {
+            let len = file.metadata().map_err(disk)?.len();
+            if len <= max {
+                let mut bytes = Vec::with_capacity(len as usize);
+                std::io::Read::read_to_end(&mut std::io::Read::take(file, max), &mut bytes)
+                    .map_err(disk)?;
+                Some(bytes)
+            } else {
+                None
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(disk(e)),
+    };
+    if let Some(bytes) = existing
+        && let Ok((records, valid)) = journal::parse(&bytes, binding, chunks)
+    {
+        let file = OpenOptions::new().write(true).open(path).map_err(disk)?;
+        // Cut a torn tail before appending.
+        file.set_len(valid as u64).map_err(disk)?;
+        let mut file = file;
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0)).map_err(disk)?;
+        return Ok(JournalFile {
+            path: path.to_path_buf(),
+            file,
+            records,
+        });
+    }
+    // No journal, or one for another artifact: start afresh.
+    let mut file = File::create(path).map_err(disk)?;
+    file.write_all(&journal::encode_header(binding))
+        .map_err(disk)?;
+    file.sync_all().map_err(disk)?;
+    if let Some(dir) = path.parent() {
+        crate::state::sync_dir(dir).map_err(|e| match e {
+            crate::state::StateError::Io { source, .. } => disk(source),
+            other => disk(std::io::Error::other(other.to_string())),
+        })?;
+    }
+    Ok(JournalFile {
+        path: path.to_path_buf(),
+        file,
+        records: Vec::new(),
+    })
+}
+
+impl JournalFile {
+    fn append(
+        &mut self,
+        binding: &JournalBinding,
+        position: u64,
+        id: &ChunkId,
+    ) -> Result<(), DownloadError> {
+        let record = journal::encode_record(binding, &JournalRecord { position, id: *id });
+        self.file
+            .write_all(&record)
+            .map_err(|source| DownloadError::Disk {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
+    fn sync(&mut self) -> Result<(), DownloadError> {
+        self.file.sync_data().map_err(|source| DownloadError::Disk {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}

@@ -1,0 +1,287 @@
+//! The places chunks come from, as the device drives them: the origin and LAN peers over QUIC
+//! (`GetBlobs`), a plain HTTP mirror (`GET /chunks/ID`), and the active slot (a local copy).
+//!
+//! A source only moves bytes; every byte is verified by the download loop before use. Each
+//! request runs as its own task and reports chunk by chunk over a bounded channel, so at most
+//! a few chunks per source wait in memory.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ota_core::digest::ChunkId;
+use ota_core::fetch::{SourceId, SourceKind};
+use ota_net::client::{Client, ClientError};
+use tokio::sync::mpsc;
+
+/// One source of an update.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// The scheduler's id.
+    pub id: SourceId,
+    /// Its kind.
+    pub kind: SourceKind,
+    /// How it is named in reports, e.g. `peer 127.0.0.1:4433`.
+    pub name: String,
+    /// How to reach it.
+    pub transport: Transport,
+}
+
+/// How a source is reached.
+#[derive(Debug, Clone)]
+pub enum Transport {
+    /// QUIC `GetBlobs` on a connection to a pinned server.
+    Quic(Client),
+    /// `GET {base}/chunks/{id}` on an HTTP mirror.
+    Http {
+        /// The HTTP client.
+        client: reqwest::Client,
+        /// e.g. `http://127.0.0.1:8080`.
+        base: String,
+    },
+    /// Chunks of the installed image, read from the active slot's files.
+    Local(Arc<LocalChunks>),
+}
+
+/// Where each chunk of the installed image lies.
+#[derive(Debug, Default)]
+pub struct LocalChunks {
+    /// The slot's files.
+    pub files: Vec<File>,
+    /// Chunk id → (file, offset, length).
+    pub chunks: std::collections::HashMap<ChunkId, (usize, u64, u32)>,
+}
+
+/// What a request task reports.
+#[derive(Debug)]
+pub enum Event {
+    /// Bytes for a chunk (not yet verified).
+    Blob {
+        /// The source.
+        source: SourceId,
+        /// The chunk asked for.
+        id: ChunkId,
+        /// The bytes it sent.
+        bytes: Bytes,
+    },
+    /// The source does not hold the chunk.
+    Missing {
+        /// The source.
+        source: SourceId,
+        /// The chunk.
+        id: ChunkId,
+    },
+    /// The request failed; the source is not used again in this update.
+    Failed {
+        /// The source.
+        source: SourceId,
+        /// Why.
+        reason: String,
+        /// Whether the source broke the protocol (sent more than announced, a chunk over the
+        /// maximum, another blob than asked for…), as opposed to being unreachable.
+        misbehaved: bool,
+    },
+}
+
+impl Source {
+    /// Start fetching `ids` (each at most `max_len` bytes); results go to `events`.
+    pub fn spawn_request(&self, ids: Vec<ChunkId>, max_len: u32, events: mpsc::Sender<Event>) {
+        let source = self.id;
+        match &self.transport {
+            Transport::Quic(client) => {
+                let client = client.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = quic_request(&client, source, ids, max_len, &events).await {
+                        let misbehaved = matches!(error, ClientError::PeerMisbehaved { .. });
+                        let _ = events
+                            .send(Event::Failed {
+                                source,
+                                reason: error.to_string(),
+                                misbehaved,
+                            })
+                            .await;
+                    }
+                });
+            }
+            Transport::Http { client, base } => {
+                let (client, base) = (client.clone(), base.clone());
+                tokio::spawn(async move {
+                    for id in ids {
+                        let url = format!("{}/chunks/{id}", base.trim_end_matches('/'));
+                        let event = match http_get(&client, &url, u64::from(max_len)).await {
+                            Ok(Some(bytes)) => Event::Blob {
+                                source,
+                                id,
+                                bytes: Bytes::from(bytes),
+                            },
+                            Ok(None) => Event::Missing { source, id },
+                            Err(HttpError { reason, misbehaved }) => Event::Failed {
+                                source,
+                                reason,
+                                misbehaved,
+                            },
+                        };
+                        let stop = matches!(event, Event::Failed { .. });
+                        if events.send(event).await.is_err() || stop {
+                            return;
+                        }
+                    }
+                });
+            }
+            Transport::Local(local) => {
+                let local = local.clone();
+                tokio::task::spawn_blocking(move || {
+                    for id in ids {
+                        let event = match local.read(&id) {
+                            Some(bytes) => Event::Blob {
+                                source,
+                                id,
+                                bytes: Bytes::from(bytes),
+                            },
+                            None => Event::Missing { source, id },
+                        };
+                        if events.blocking_send(event).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+    }
+
+    /// Fetch one whole blob (the chunk index) of at most `max_len` bytes.
+    pub async fn fetch_blob(&self, id: ChunkId, max_len: u32) -> Result<Option<Bytes>, String> {
+        match &self.transport {
+            Transport::Quic(client) => {
+                let mut blobs = client
+                    .blobs(vec![id], max_len)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let item = blobs.next().await.ok_or("answer ended early")?;
+                let (_, bytes) = item.map_err(|e| e.to_string())?;
+                // Read the end of the answer, so that trailing bytes are noticed.
+                if let Some(Err(e)) = blobs.next().await {
+                    return Err(e.to_string());
+                }
+                Ok(bytes)
+            }
+            Transport::Http { client, base } => {
+                let url = format!("{}/chunks/{id}", base.trim_end_matches('/'));
+                http_get(client, &url, u64::from(max_len))
+                    .await
+                    .map(|b| b.map(Bytes::from))
+                    .map_err(|e| e.reason)
+            }
+            Transport::Local(_) => Ok(None),
+        }
+    }
+}
+
+impl LocalChunks {
+    /// Read chunk `id` from the slot (unverified: the caller checks it like any other).
+    pub fn read(&self, id: &ChunkId) -> Option<Vec<u8>> {
+        let &(file, offset, len) = self.chunks.get(id)?;
+        let mut buf = vec![0u8; len as usize];
+        read_exact_at(self.files.get(file)?, &mut buf, offset).ok()?;
+        Some(buf)
+    }
+}
+
+/// Read exactly `buf.len()` bytes at `offset`.
+#[cfg(unix)]
+pub fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+}
+
+/// Write all of `buf` at `offset`.
+#[cfg(unix)]
+pub fn write_all_at(file: &File, buf: &[u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(file, buf, offset)
+}
+
+async fn quic_request(
+    client: &Client,
+    source: SourceId,
+    ids: Vec<ChunkId>,
+    max_len: u32,
+    events: &mpsc::Sender<Event>,
+) -> Result<(), ClientError> {
+    let mut blobs = client.blobs(ids, max_len).await?;
+    while let Some(item) = blobs.next().await {
+        let (id, bytes) = item?;
+        let event = match bytes {
+            Some(bytes) => Event::Blob { source, id, bytes },
+            None => Event::Missing { source, id },
+        };
+        if events.send(event).await.is_err() {
+            // The download ended (or was cancelled): dropping the stream stops the rest.
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// An HTTP request failed.
+#[derive(Debug)]
+pub struct HttpError {
+    /// Why.
+    pub reason: String,
+    /// Whether the server broke the rules (a body over the cap).
+    pub misbehaved: bool,
+}
+
+/// Time allowed between two reads of an HTTP body.
+const HTTP_STALL: Duration = Duration::from_secs(30);
+
+/// `GET url`, reading at most `max` bytes: `None` for 404/403.
+pub async fn http_get(
+    client: &reqwest::Client,
+    url: &str,
+    max: u64,
+) -> Result<Option<Vec<u8>>, HttpError> {
+    let failed = |reason: String| HttpError {
+        reason: format!("{url}: {reason}"),
+        misbehaved: false,
+    };
+    let over = |len: u64| HttpError {
+        reason: format!("{url}: body of {len} bytes or more over the {max}-byte cap"),
+        misbehaved: true,
+    };
+    let mut response = tokio::time::timeout(HTTP_STALL, client.get(url).send())
+        .await
+        .map_err(|_| failed("no answer".into()))?
+        .map_err(|e| failed(e.to_string()))?;
+    let status = response.status();
+    if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::FORBIDDEN {
+        return Ok(None);
+    }
+    if !status.is_success() {
+        return Err(failed(format!("HTTP status {status}")));
+    }
+    if let Some(len) = response.content_length()
+        && len > max
+    {
+        return Err(over(len));
+    }
+    let reserve = response.content_length().unwrap_or(0).min(max).min(1 << 20);
+    let mut body = Vec::with_capacity(reserve as usize);
+    loop {
+        let chunk = tokio::time::timeout(HTTP_STALL, response.chunk())
+            .await
+            .map_err(|_| failed("body stalled".into()))?
+            .map_err(|e| failed(e.to_string()))?;
+        let Some(chunk) = chunk else { break };
+        if body.len() as u64 + chunk.len() as u64 > max {
+            return Err(over(body.len() as u64 + chunk.len() as u64));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
+}
+
+/// A source's address as named in reports.
+pub fn peer_name(addr: SocketAddr) -> String {
+    format!("peer {addr}")
+}

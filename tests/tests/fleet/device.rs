@@ -1,0 +1,718 @@
+//! `ota-device` against a real `ota-origin serve`, test peers and a dishonest director, all on
+//! loopback: updates from the origin alone, from peers honest and hostile, with the origin
+//! lost, with the device killed at random points, a delta update, a boot check that reverts,
+//! and every refusal of an offer or metadata the device must not accept, each asserting the
+//! exact reason and that the active slot was not touched.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ota_core::chunk::{ChunkIndex, IndexLimits};
+use ota_core::digest::ChunkId;
+use ota_core::director::{DeviceHandle, Offer, OfferedArtifact};
+use ota_core::journal::{self, JournalBinding};
+use ota_core::rollout::Stage;
+use ota_core::tuf::InMemoryKey;
+use ota_core::tuf::enigm::{Channel, ReleaseNumber};
+use ota_core::tuf::metadata::{Envelope, Timestamp, sign_role};
+use ota_tests::fake_peer::{FakeDirector, FakePeer, Mode};
+use ota_tests::{OriginFixture, Proc, Served, bin, now, run, test_image};
+use serde_json::Value;
+
+/// A device's state directory and identity.
+struct Device {
+    state: PathBuf,
+    handle: String,
+}
+
+impl Device {
+    /// `ota-device init` against `origin` (QUIC address and pin), enrolled at the fixture.
+    fn new(
+        dir: &Path,
+        name: &str,
+        fixture: &OriginFixture,
+        addr: &str,
+        pin: &str,
+        http: Option<&str>,
+    ) -> Self {
+        let state = dir.join(name);
+        let mut args = vec![
+            "init",
+            "--state",
+            state.to_str().unwrap(),
+            "--root",
+            fixture.root.to_str().unwrap(),
+            "--director-root",
+            fixture.director_root.to_str().unwrap(),
+            "--origin",
+            addr,
+            "--origin-pin",
+            pin,
+        ];
+        if let Some(http) = http {
+            args.extend(["--http", http]);
+        }
+        let out = run(&bin("ota-device"), &args);
+        assert!(
+            out.status.success(),
+            "init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let public = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        assert_eq!(public.len(), 64, "init prints the public key: {public}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(state.join("device.key"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "the device key is private");
+        }
+        let handle = fixture.enroll(&public, "stable");
+        let out = run(
+            &bin("ota-device"),
+            &[
+                "enrolled",
+                "--state",
+                state.to_str().unwrap(),
+                "--handle",
+                &handle,
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "enrolled: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self { state, handle }
+    }
+
+    fn state_str(&self) -> &str {
+        self.state.to_str().unwrap()
+    }
+
+    /// `ota-device update --json` with extra arguments; (exit code, JSON lines, stderr).
+    fn update(&self, extra: &[&str]) -> (i32, Vec<Value>, String) {
+        let args = [
+            &["update", "--state", self.state_str(), "--json"][..],
+            extra,
+        ]
+        .concat();
+        let out = run(&bin("ota-device"), &args);
+        let lines = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        (
+            out.status.code().unwrap_or(-1),
+            lines,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// An update that must install; returns its report (the last JSON line).
+    fn update_ok(&self, extra: &[&str]) -> Value {
+        let (code, lines, stderr) = self.update(extra);
+        assert_eq!(code, 0, "update failed: {stderr}\n{lines:?}");
+        let done = lines.last().cloned().unwrap();
+        assert_eq!(done["event"], "done");
+        assert_eq!(done["outcome"], "installed", "{done}");
+        done
+    }
+
+    /// An update that must be refused with exit code 1 and `reason` in its message.
+    fn update_refused(&self, extra: &[&str], reason: &str) -> Value {
+        let before = self.slots();
+        let (code, lines, stderr) = self.update(extra);
+        assert_eq!(
+            code, 1,
+            "expected a refusal ({reason}): {stderr}\n{lines:?}"
+        );
+        assert!(stderr.contains(reason), "expected {reason:?} in: {stderr}");
+        let done = lines.last().cloned().unwrap();
+        assert_eq!(done["outcome"], "failed");
+        assert!(done["reason"].as_str().unwrap().contains(reason), "{done}");
+        assert_eq!(
+            self.slots(),
+            before,
+            "a refused update leaves the slots as they were"
+        );
+        done
+    }
+
+    fn slots(&self) -> Value {
+        serde_json::from_slice(&std::fs::read(self.state.join("slots.json")).unwrap()).unwrap()
+    }
+
+    fn image(&self, slot: &str, name: &str) -> Vec<u8> {
+        std::fs::read(
+            self.state
+                .join("slots")
+                .join(slot)
+                .join(format!("{name}.img")),
+        )
+        .unwrap()
+    }
+
+    fn boot_check(&self, fail: bool) -> (i32, Value) {
+        let mut args = vec!["boot-check", "--state", self.state_str(), "--json"];
+        if fail {
+            args.push("--fail");
+        }
+        let out = run(&bin("ota-device"), &args);
+        let value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("boot-check: {}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code().unwrap_or(-1), value)
+    }
+
+    fn status(&self) -> Value {
+        let out = run(
+            &bin("ota-device"),
+            &["status", "--state", self.state_str(), "--json"],
+        );
+        assert!(out.status.success());
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+fn published(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn kind_bytes(report: &Value, kind: &str) -> u64 {
+    report["bytes_by_kind"][kind].as_u64().unwrap_or(0)
+}
+
+fn origin_args(served: &Served) -> (String, String) {
+    (served.quic.to_string(), served.pin.clone())
+}
+
+#[test]
+fn device_updates_from_the_origin_then_by_delta_and_a_failed_boot_check_reverts() {
+    let temp = tempfile::tempdir().unwrap();
+    let fixture = OriginFixture::new(temp.path());
+    let v1 = test_image("device v1", 6 << 20);
+    let v1_path = published(temp.path(), "v1.img", &v1);
+    fixture.release("stable", 1, &[("system", &v1_path)], &[]);
+    fixture.promote("stable", 1, &["--stable"]);
+    let served = fixture.serve();
+    let (addr, pin) = origin_args(&served);
+    let device = Device::new(temp.path(), "device", &fixture, &addr, &pin, None);
+
+    // From the origin alone: every byte from the origin, into slot B, pending its boot check.
+    let report = device.update_ok(&[]);
+    assert_eq!(report["release"], 1);
+    assert_eq!(report["slot"], "B");
+    assert_eq!(kind_bytes(&report, "origin"), v1.len() as u64, "{report}");
+    assert_eq!(report["reported"], true, "the origin was told");
+    assert_eq!(device.image("B", "system"), v1);
+    let status = device.status();
+    assert_eq!(status["pending"]["release"], 1);
+    assert_eq!(
+        status["floor"], 0,
+        "the floor rises only when the slot is marked good"
+    );
+    // A second update before the boot check is refused for the environment (exit 2).
+    let (code, _, stderr) = device.update(&[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("pending its boot check"), "{stderr}");
+
+    let (code, booted) = device.boot_check(false);
+    assert_eq!(code, 0);
+    assert_eq!(booted["outcome"], "marked_good");
+    assert_eq!(booted["active"], "B");
+    assert_eq!(
+        booted["floor"], 1,
+        "the anti-rollback floor rose with the good boot"
+    );
+
+    // Nothing newer: no offer, nothing written.
+    let (code, lines, _) = device.update(&[]);
+    assert_eq!(code, 0);
+    assert_eq!(lines.last().unwrap()["outcome"], "no_offer");
+
+    // Release 2: 5 % of the image changed, in five places.
+    let mut v2 = v1.clone();
+    let changed = test_image("device v2 changes", v1.len() / 20);
+    let piece = changed.len() / 5;
+    for i in 0..5 {
+        let at = i * (v1.len() / 5) + v1.len() / 11;
+        v2[at..at + piece].copy_from_slice(&changed[i * piece..(i + 1) * piece]);
+    }
+    let v2_path = published(temp.path(), "v2.img", &v2);
+    fixture.release("stable", 2, &[("system", &v2_path)], &[]);
+    fixture.promote("stable", 2, &["--stable"]);
+    let report = device.update_ok(&[]);
+    assert_eq!(report["release"], 2);
+    assert_eq!(report["slot"], "A");
+    assert_eq!(device.image("A", "system"), v2);
+    // Bytes fetched against the bytes of the chunks that changed.
+    let index = |slot: &str| {
+        let bytes =
+            std::fs::read(device.state.join("slots").join(slot).join("system.index")).unwrap();
+        ChunkIndex::parse(&bytes, IndexLimits::UNBOUNDED).unwrap()
+    };
+    let (old, new) = (index("B"), index("A"));
+    let old_ids: HashSet<ChunkId> = old.entries().iter().map(|e| *e.id()).collect();
+    let mut counted = HashSet::new();
+    let changed_bytes: u64 = new
+        .entries()
+        .iter()
+        .filter(|e| !old_ids.contains(e.id()) && counted.insert(*e.id()))
+        .map(|e| u64::from(e.len()))
+        .sum();
+    let fetched = kind_bytes(&report, "origin");
+    let local = kind_bytes(&report, "local_slot");
+    assert!(changed_bytes > 0 && local > 0, "{report}");
+    assert!(
+        fetched as f64 <= 1.15 * changed_bytes as f64,
+        "fetched {fetched} bytes for {changed_bytes} bytes of changed chunks: {report}"
+    );
+    assert!(
+        changed_bytes < v2.len() as u64 / 4,
+        "only a small part changed: {changed_bytes}"
+    );
+
+    // The new slot fails its health check three times: the old slot is active again.
+    let (code, first) = device.boot_check(true);
+    assert_eq!(
+        (code, first["outcome"]["will_retry"]["tries_left"].clone()),
+        (1, 2.into()),
+        "{first}"
+    );
+    let (_, second) = device.boot_check(true);
+    assert_eq!(second["outcome"]["will_retry"]["tries_left"], 1, "{second}");
+    let (code, third) = device.boot_check(true);
+    assert_eq!(code, 1);
+    assert_eq!(third["outcome"], "reverted", "{third}");
+    let status = device.status();
+    assert_eq!(status["active"], "B");
+    assert_eq!(status["active_release"], 1);
+    assert_eq!(
+        status["floor"], 1,
+        "a reverted release does not raise the floor"
+    );
+    assert!(status["pending"].is_null());
+    assert_eq!(device.image("B", "system"), v1, "the old slot is intact");
+    // The failure is reported to the origin at the next check-in.
+    assert!(device.state.join("pending-report.json").exists());
+}
+
+#[test]
+fn device_uses_peers_and_bans_the_hostile_ones() {
+    let temp = tempfile::tempdir().unwrap();
+    let fixture = OriginFixture::new(temp.path());
+    let image = test_image("peers", 6 << 20);
+    let path = published(temp.path(), "system.img", &image);
+    fixture.release("stable", 1, &[("system", &path)], &[]);
+    fixture.promote("stable", 1, &["--stable"]);
+    let served = fixture.serve();
+    let (addr, pin) = origin_args(&served);
+    let blobs = fixture.data.join("blobs");
+
+    // An honest peer and the origin: the LAN peer is preferred.
+    let peer = FakePeer::start(&blobs, Mode::Honest);
+    let device = Device::new(
+        temp.path(),
+        "honest",
+        &fixture,
+        &addr,
+        &pin,
+        served.http.as_deref(),
+    );
+    let report = device.update_ok(&["--peer", &peer.peer_arg()]);
+    assert_eq!(device.image("B", "system"), image);
+    assert!(
+        kind_bytes(&report, "lan_peer") > image.len() as u64 / 2,
+        "{report}"
+    );
+    assert!(report["banned"].as_object().unwrap().is_empty(), "{report}");
+
+    // A peer that corrupts every tenth chunk: the right image, the peer banned and named.
+    let corrupt = FakePeer::start(&blobs, Mode::CorruptEveryTenth);
+    let device = Device::new(temp.path(), "corrupt", &fixture, &addr, &pin, None);
+    let report = device.update_ok(&["--peer", &corrupt.peer_arg()]);
+    assert_eq!(device.image("B", "system"), image);
+    let name = format!("peer {}", corrupt.addr);
+    let reason = report["banned"][&name]
+        .as_str()
+        .unwrap_or_else(|| panic!("{name} not banned: {report}"));
+    assert!(reason.contains("should hash to"), "{reason}");
+    assert!(
+        kind_bytes(&report, "origin") > 0,
+        "the origin filled in: {report}"
+    );
+
+    // A peer that withholds everything: all from the origin, nobody banned.
+    let withhold = FakePeer::start(&blobs, Mode::Withhold);
+    let device = Device::new(temp.path(), "withhold", &fixture, &addr, &pin, None);
+    let report = device.update_ok(&["--peer", &withhold.peer_arg()]);
+    assert_eq!(device.image("B", "system"), image);
+    assert_eq!(
+        kind_bytes(&report, "origin"),
+        image.len() as u64,
+        "{report}"
+    );
+    assert!(report["banned"].as_object().unwrap().is_empty(), "{report}");
+
+    // A peer whose chunk index claims a billion chunks: refused before parsing, peer banned.
+    let forged = FakePeer::start(&blobs, Mode::BillionChunkIndex);
+    let device = Device::new(temp.path(), "forged-index", &fixture, &addr, &pin, None);
+    let report = device.update_ok(&["--peer", &forged.peer_arg()]);
+    assert_eq!(device.image("B", "system"), image);
+    let name = format!("peer {}", forged.addr);
+    let reason = report["banned"][&name]
+        .as_str()
+        .unwrap_or_else(|| panic!("{name} not banned: {report}"));
+    assert!(reason.contains("served a bad chunk index"), "{reason}");
+
+    // A peer that is not there at all: dropped, the update goes on.
+    let device = Device::new(temp.path(), "unreachable", &fixture, &addr, &pin, None);
+    let gone = format!("127.0.0.1:9={}", peer.pin);
+    let report = device.update_ok(&["--peer", &gone]);
+    assert_eq!(device.image("B", "system"), image);
+    let dropped: Vec<&Value> = report["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["dropped"].is_string())
+        .collect();
+    assert_eq!(dropped.len(), 1, "{report}");
+}
+
+#[test]
+fn device_finishes_from_a_peer_when_the_origin_dies() {
+    let temp = tempfile::tempdir().unwrap();
+    let fixture = OriginFixture::new(temp.path());
+    let image = test_image("origin dies", 6 << 20);
+    let path = published(temp.path(), "system.img", &image);
+    fixture.release("stable", 1, &[("system", &path)], &[]);
+    fixture.promote("stable", 1, &["--stable"]);
+    let mut served = fixture.serve();
+    let (addr, pin) = origin_args(&served);
+    let peer = FakePeer::start(&fixture.data.join("blobs"), Mode::Honest);
+    let device = Device::new(temp.path(), "device", &fixture, &addr, &pin, None);
+
+    let mut child = Proc::spawn(
+        "ota-device update",
+        Command::new(bin("ota-device"))
+            .args([
+                "update",
+                "--state",
+                device.state_str(),
+                "--json",
+                "--peer",
+                &peer.peer_arg(),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    // Kill the origin as soon as the download starts (check-in, offer and metadata done).
+    let stdout = child.child().stdout.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    let mut last = Value::Null;
+    for line in lines.by_ref() {
+        let value: Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if value["event"] == "download" {
+            served.kill();
+        }
+        last = value;
+        if last["event"] == "done" {
+            break;
+        }
+    }
+    let status = child.wait_for(Duration::from_secs(60));
+    assert!(status.success(), "{last}");
+    assert_eq!(last["outcome"], "installed", "{last}");
+    assert_eq!(device.image("B", "system"), image);
+    assert_eq!(kind_bytes(&last, "lan_peer"), image.len() as u64, "{last}");
+    assert_eq!(last["reported"], false, "the origin is gone");
+    assert!(
+        device.state.join("pending-report.json").exists(),
+        "kept for the next check-in"
+    );
+}
+
+#[test]
+fn device_killed_at_twenty_random_points_resumes_without_refetching() {
+    let temp = tempfile::tempdir().unwrap();
+    let fixture = OriginFixture::new(temp.path());
+    let image = test_image("killed", 24 << 20);
+    let path = published(temp.path(), "system.img", &image);
+    fixture.release("stable", 1, &[("system", &path)], &[]);
+    fixture.promote("stable", 1, &["--stable"]);
+    let served = fixture.serve();
+    let (addr, pin) = origin_args(&served);
+    let peer = FakePeer::start(&fixture.data.join("blobs"), Mode::Honest);
+    let device = Device::new(temp.path(), "device", &fixture, &addr, &pin, None);
+
+    // The journal's binding, from what the release signs.
+    let artifacts: Value = serde_json::from_slice(
+        &std::fs::read(fixture.data.join("requests/stable/1/artifacts.json")).unwrap(),
+    )
+    .unwrap();
+    let artifact = &artifacts[0];
+    let binding = JournalBinding::new(
+        artifact["target"].as_str().unwrap(),
+        &artifact["sha256"].as_str().unwrap().parse().unwrap(),
+        &artifact["chunks"]["chunk_tree"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap(),
+    );
+    let chunks = artifact["chunks"]["chunks"].as_u64().unwrap();
+    let index_id: ChunkId = artifact["chunks"]["chunk_index"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let journal_path = device.state.join("journal/system.journal");
+    let journalled = || -> HashSet<ChunkId> {
+        match std::fs::read(&journal_path) {
+            Ok(bytes) => journal::parse(&bytes, &binding, chunks)
+                .map(|(records, _)| records.into_iter().map(|r| r.id).collect())
+                .unwrap_or_default(),
+            Err(_) => HashSet::new(),
+        }
+    };
+
+    // A fixed seed: the kill points are random but the run is repeatable.
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut random = move |max: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % max
+    };
+    let mut kills = 0;
+    let mut finished = false;
+    for _ in 0..20 {
+        let verified_before = journalled();
+        let served_before = peer.served_blobs().len();
+        let mut child = Proc::spawn(
+            "ota-device update",
+            Command::new(bin("ota-device"))
+                .args([
+                    "update",
+                    "--state",
+                    device.state_str(),
+                    "--json",
+                    "--peer",
+                    &peer.peer_arg(),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
+        let delay = Duration::from_millis(50 + random(400));
+        let start = Instant::now();
+        while start.elapsed() < delay && child.try_wait().is_none() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if let Some(status) = child.try_wait() {
+            assert!(status.success(), "a resumed update failed: {status}");
+            finished = true;
+        } else {
+            child.kill();
+            kills += 1;
+        }
+        let fetched_again: Vec<ChunkId> = peer.served_blobs()[served_before..]
+            .iter()
+            .filter(|id| **id != index_id && verified_before.contains(id))
+            .copied()
+            .collect();
+        assert!(
+            fetched_again.is_empty(),
+            "chunks verified before the run were fetched again: {fetched_again:?}"
+        );
+        if finished {
+            break;
+        }
+    }
+    if !finished {
+        let verified_before = journalled();
+        let served_before = peer.served_blobs().len();
+        let report = device.update_ok(&["--peer", &peer.peer_arg()]);
+        let resumed = report["artifacts"][0]["resumed_chunks"].as_u64().unwrap();
+        assert!(resumed > 0, "the last run resumed: {report}");
+        let fetched_again = peer.served_blobs()[served_before..]
+            .iter()
+            .filter(|id| **id != index_id && verified_before.contains(id))
+            .count();
+        assert_eq!(fetched_again, 0);
+    }
+    assert!(kills >= 10, "only {kills} runs were killed mid-way");
+    assert_eq!(device.image("B", "system"), image);
+    assert_eq!(device.slots()["pending"]["release"], 1);
+}
+
+/// The offer the origin would make for release `number` of `stable`, from its ingest record.
+fn honest_offer(data: &Path, number: u64, handle: &str, nonce: &[u8; 32]) -> Offer {
+    let artifacts: Vec<Value> = serde_json::from_slice(
+        &std::fs::read(data.join(format!("requests/stable/{number}/artifacts.json"))).unwrap(),
+    )
+    .unwrap();
+    let mut h = [0u8; 32];
+    hex::decode_to_slice(handle, &mut h).unwrap();
+    Offer {
+        type_: "offer".into(),
+        handle: DeviceHandle(h),
+        nonce: *nonce,
+        issued_at: now(),
+        expires: now().plus_secs(600),
+        channel: Channel("stable".into()),
+        release: ReleaseNumber(number),
+        manifest: format!("releases/stable/{number}.json"),
+        artifacts: artifacts
+            .iter()
+            .map(|a| OfferedArtifact {
+                target: a["target"].as_str().unwrap().into(),
+                length: a["length"].as_u64().unwrap(),
+                sha256: a["sha256"].as_str().unwrap().parse().unwrap(),
+                blake3: a["chunks"]["blake3"].as_str().unwrap().parse().unwrap(),
+                slot: a["slot"].as_str().unwrap().into(),
+            })
+            .collect(),
+        stage: Stage::Stable,
+    }
+}
+
+fn online_key(fixture: &OriginFixture, name: &str) -> InMemoryKey {
+    let text =
+        std::fs::read_to_string(fixture.data.join("keys").join(format!("{name}.key"))).unwrap();
+    let mut seed = [0u8; 32];
+    hex::decode_to_slice(text.trim(), &mut seed).unwrap();
+    InMemoryKey::ed25519_from_seed(seed)
+}
+
+#[test]
+fn device_refuses_what_it_must_not_install() {
+    let temp = tempfile::tempdir().unwrap();
+    let fixture = OriginFixture::new(temp.path());
+    let v1 = test_image("refusals v1", 1 << 20);
+    let v2 = test_image("refusals v2", 1 << 20);
+    let (p1, p2) = (
+        published(temp.path(), "v1.img", &v1),
+        published(temp.path(), "v2.img", &v2),
+    );
+    fixture.release("stable", 1, &[("system", &p1)], &[]);
+    fixture.release("stable", 2, &[("system", &p2)], &[]);
+    let served = fixture.serve();
+    let director = FakeDirector::start(served.quic, &served.pin);
+    let device = Device::new(
+        temp.path(),
+        "device",
+        &fixture,
+        &director.addr.to_string(),
+        &director.pin,
+        None,
+    );
+    let key = std::sync::Arc::new(online_key(&fixture, "director"));
+    let offer_with = |tamper: fn(&mut Offer)| {
+        let (fixture_data, handle, key) =
+            (fixture.data.clone(), device.handle.clone(), key.clone());
+        move |nonce: &[u8; 32]| {
+            let mut offer = honest_offer(&fixture_data, 2, &handle, nonce);
+            tamper(&mut offer);
+            Some(offer.sign(&[&key]))
+        }
+    };
+
+    // A release the image repository does not sign.
+    director.set_offer(offer_with(|o| {
+        o.release = ReleaseNumber(5);
+        o.manifest = "releases/stable/5.json".into();
+    }));
+    let done = device.update_refused(
+        &[],
+        "the image repository does not sign releases/stable/5.json",
+    );
+    assert_eq!(done["error_class"], "offer-mismatch");
+
+    // Offered hashes that differ from the repository's.
+    director.set_offer(offer_with(|o| {
+        o.artifacts[0].sha256 = "00".repeat(32).parse().unwrap()
+    }));
+    device.update_refused(&[], "offered sha256 0000000000000000");
+
+    // An expired offer.
+    director.set_offer(offer_with(|o| {
+        o.issued_at = now().plus_secs(-1200);
+        o.expires = now().plus_secs(-600);
+    }));
+    let done = device.update_refused(&[], "offer expired at");
+    assert_eq!(done["error_class"], "offer");
+
+    // An offer for another device.
+    director.set_offer(offer_with(|o| o.handle = DeviceHandle([7; 32])));
+    device.update_refused(&[], "offer is for device 0707070707");
+
+    // An offer that answers another check-in.
+    director.set_offer(offer_with(|o| o.nonce = [9; 32]));
+    device.update_refused(&[], "offer answers another check-in");
+
+    // An offer not signed by the director's key.
+    {
+        let (fixture_data, handle) = (fixture.data.clone(), device.handle.clone());
+        director.set_offer(move |nonce: &[u8; 32]| {
+            Some(
+                honest_offer(&fixture_data, 2, &handle, nonce)
+                    .sign(&[&InMemoryKey::ed25519_from_seed([42; 32])]),
+            )
+        });
+    }
+    device.update_refused(&[], "offer: ");
+
+    // Expired timestamp metadata (a freeze attack), signed with the real timestamp key.
+    director.set_offer(offer_with(|_| {}));
+    let real = ota_tests::http_get(
+        served.http.as_deref().unwrap(),
+        "/metadata/timestamp.json",
+        &[],
+    )
+    .unwrap()
+    .1;
+    let envelope = Envelope::parse("timestamp", "timestamp.json", &real, 1 << 16).unwrap();
+    let mut timestamp: Timestamp = envelope.role().unwrap();
+    // A newer version than the device holds, validly signed, but expired.
+    timestamp.common.version += 1;
+    timestamp.common.expires = now().plus_secs(-60);
+    director.override_metadata(
+        "timestamp.json",
+        sign_role(&timestamp, &[&online_key(&fixture, "timestamp")]),
+    );
+    let done = device.update_refused(&[], "expired");
+    assert_eq!(done["error_class"], "metadata");
+    director.override_metadata("timestamp.json", real);
+
+    // The honest offer installs (the control), then an older release is refused.
+    let report = device.update_ok(&[]);
+    assert_eq!(report["release"], 2);
+    assert_eq!(device.image("B", "system"), v2);
+    assert_eq!(device.boot_check(false).1["outcome"], "marked_good");
+    director.set_offer(offer_with(|o| {
+        o.release = ReleaseNumber(1);
+        o.manifest = "releases/stable/1.json".into();
+    }));
+    let done = device.update_refused(
+        &[],
+        "offer of release 1 is not above the installed release 2",
+    );
+    assert_eq!(done["error_class"], "offer");
+
+    // The last update's refusal is what `status` says.
+    let status = device.status();
+    assert!(
+        status["last_update"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not above"),
+        "{status}"
+    );
+    let _: BTreeMap<String, Value> = serde_json::from_value(status).unwrap();
+}
