@@ -12,10 +12,13 @@ use std::path::Path;
 use anyhow::{Context as _, anyhow};
 use ota_core::time::UnixTime;
 use ota_sign::audit::{Action, Entry, GENESIS, append};
-use ota_sign::backend::Scheme;
 use ota_sign::backend::file::FileKey;
+use ota_sign::backend::pkcs11::Pkcs11Key;
+use ota_sign::backend::{PinSource, Scheme, SigningKey};
+use ota_sign::keyref::Pkcs11Uri;
 use serde_json::Value;
 
+use crate::keys::TokenKeys;
 use crate::service::Origin;
 
 /// Append one entry to the origin's audit log.
@@ -39,12 +42,7 @@ pub fn record_in(dir: &Path, action: Action, details: Value, now: UnixTime) -> a
         .with_context(|| lock_path.display().to_string())?;
     lock.lock()
         .with_context(|| format!("locking {}", lock_path.display()))?;
-    let key_path = dir.join("keys").join("audit.key");
-    let mut key = if key_path.exists() {
-        FileKey::load(&key_path)?
-    } else {
-        FileKey::generate(&key_path, Scheme::Ed25519)?
-    };
+    let mut key = audit_key(dir)?;
     let log = dir.join("audit.jsonl");
     let (seq, prev) = match last_line(&log)? {
         None => (1, GENESIS.to_string()),
@@ -54,7 +52,7 @@ pub fn record_in(dir: &Path, action: Action, details: Value, now: UnixTime) -> a
             (last.seq + 1, last.hash)
         }
     };
-    let entry = Entry::seal(seq, now, &mut key, action, details, &prev)
+    let entry = Entry::seal(seq, now, key.as_mut(), action, details, &prev)
         .map_err(|e| anyhow!("signing the audit entry: {e}"))?;
     append(&log, &entry).with_context(|| log.display().to_string())?;
     drop(lock);
@@ -62,6 +60,23 @@ pub fn record_in(dir: &Path, action: Action, details: Value, now: UnixTime) -> a
 }
 
 /// The last line of a file, read from its end.
+/// The origin's audit key: on a token when `keys/online.json` names one (see
+/// [`crate::keys`]), else `keys/audit.key`, created on first use.
+fn audit_key(dir: &Path) -> anyhow::Result<Box<dyn SigningKey>> {
+    if let Some(uri) = TokenKeys::read(dir)?.audit {
+        let uri = Pkcs11Uri::parse(&uri).map_err(|e| anyhow!("the audit key's URI: {e}"))?;
+        let key = Pkcs11Key::open(&uri, &PinSource::default())
+            .map_err(|e| anyhow!("the audit key: {e}"))?;
+        return Ok(Box::new(key));
+    }
+    let key_path = dir.join("keys").join("audit.key");
+    Ok(Box::new(if key_path.exists() {
+        FileKey::load(&key_path)?
+    } else {
+        FileKey::generate(&key_path, Scheme::Ed25519)?
+    }))
+}
+
 fn last_line(path: &Path) -> anyhow::Result<Option<String>> {
     let mut file = match std::fs::File::open(path) {
         Ok(f) => f,
@@ -85,8 +100,7 @@ fn last_line(path: &Path) -> anyhow::Result<Option<String>> {
 /// Verify the data directory's audit log: chained, complete, and every entry signed by the
 /// origin's audit key. Returns the number of entries, or the problems found.
 pub fn verify(dir: &Path) -> anyhow::Result<Result<u64, Vec<String>>> {
-    use ota_sign::backend::SigningKey as _;
-    let key = FileKey::load(&dir.join("keys").join("audit.key"))?;
+    let key = audit_key(dir)?;
     let mut actors = ota_sign::audit::KnownActors::default();
     actors.add(key.public(), "origin", None);
     let log = dir.join("audit.jsonl");

@@ -9,6 +9,7 @@ pub mod attest;
 pub mod audit;
 pub mod commands;
 pub mod director;
+pub mod keys;
 pub mod http;
 pub mod lifecycle;
 pub mod metrics;

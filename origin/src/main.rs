@@ -43,7 +43,7 @@ struct Cli {
 enum Top {
     /// Create the origin's online keys (snapshot, timestamp, director, fleet handle, QUIC node)
     /// and print their public halves: the root ceremony lists them in root and director root.
-    Keys(DataArg),
+    Keys(KeysArgs),
     /// Initialise a data directory with the trusted root and director root from the ceremony.
     Init(InitArgs),
     /// Release lifecycle: create, register, validate, promote, halt, resume, revoke, list.
@@ -218,6 +218,21 @@ enum DeviceCmd {
     List(ListArgs),
     /// Revoke a device's enrollment (by handle or public key).
     Revoke(RevokeArgs),
+}
+
+#[derive(Debug, Args)]
+struct KeysArgs {
+    #[command(flatten)]
+    data: DataArg,
+    /// Generate the snapshot, timestamp, director and audit keys on a PKCS#11 token through
+    /// this module (e.g. /usr/lib/softhsm/libsofthsm2.so) instead of seed files, and record
+    /// their `pkcs11:` URIs in DATA/keys/online.json. The PIN comes from OTA_PKCS11_PIN, or
+    /// a prompt on a terminal.
+    #[arg(long, requires = "token")]
+    pkcs11: Option<PathBuf>,
+    /// The label of the token to generate the keys on (with --pkcs11).
+    #[arg(long, requires = "pkcs11")]
+    token: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -415,9 +430,31 @@ fn write_secret(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn keys(data: &DataArg) -> anyhow::Result<()> {
+fn keys(args: &KeysArgs) -> anyhow::Result<()> {
+    let data = &args.data;
     std::fs::create_dir_all(data.data.join("keys"))
         .with_context(|| data.data.display().to_string())?;
+    if let (Some(module), Some(token)) = (&args.pkcs11, &args.token) {
+        let file = data
+            .data
+            .join("keys")
+            .join(ota_origin::keys::ONLINE_KEYS_FILE);
+        if file.exists() {
+            return Err(Refused(format!(
+                "{} exists: this origin's online keys are on a token already",
+                file.display()
+            ))
+            .into());
+        }
+        let on_token = ota_origin::keys::TokenKeys::generate(
+            module,
+            token,
+            &ota_sign::backend::PinSource::default(),
+        )?;
+        let mut bytes = serde_json::to_vec_pretty(&on_token)?;
+        bytes.push(b'\n');
+        ota_origin::state::write_atomic(&file, &bytes)?;
+    }
     let dir = DataDir {
         path: data.data.clone(),
         config: OriginConfig::default(),

@@ -14,14 +14,16 @@ use std::collections::BTreeMap;
 use ota_core::chunk::ArtifactChunks;
 use ota_core::digest::Sha256Hash;
 use ota_core::time::UnixTime;
+use ota_core::tuf::VerifiedArtifact;
 use ota_core::tuf::client::{Action, Fetched, Limits, TrustedFiles, Updater};
 use ota_core::tuf::enigm::ReleaseManifest;
 use ota_core::tuf::metadata::{
     Common, DelegatedRole, Delegations, Envelope, MetaFile, RELEASE_ROLE, Root, Snapshot,
     TargetFile, Targets, Timestamp, sign_role,
 };
-use ota_core::tuf::{InMemoryKey, VerifiedArtifact};
 use sha2::Digest as _;
+
+use crate::keys::OnlineKey;
 
 /// Cap on metadata files the origin reads back from operators.
 const MAX_METADATA_LEN: u64 = 16 * 1024 * 1024;
@@ -43,9 +45,9 @@ pub struct IngestedArtifact {
 #[derive(Debug)]
 pub struct OnlineKeys {
     /// Signs `snapshot.json`.
-    pub snapshot: InMemoryKey,
+    pub snapshot: OnlineKey,
     /// Signs `timestamp.json`.
-    pub timestamp: InMemoryKey,
+    pub timestamp: OnlineKey,
 }
 
 /// How long the online roles stay valid when the origin signs them.
@@ -122,6 +124,15 @@ pub enum RegisterError {
     /// The repository has no root to publish under.
     #[error("the repository has no {0} yet")]
     Missing(&'static str),
+    /// An online key (on a token) failed to sign.
+    #[error("signing {role}: {source}")]
+    Sign {
+        /// The role being signed.
+        role: &'static str,
+        /// What the key's backend said.
+        #[source]
+        source: ota_sign::backend::BackendError,
+    },
 }
 
 /// The repository's current published state.
@@ -337,7 +348,13 @@ impl Repository {
         snapshot
             .meta
             .insert("release.json".into(), pin(release_version, signed_release));
-        let snapshot_bytes = sign_role(&snapshot, &[&keys.snapshot]);
+        let snapshot_bytes =
+            keys.snapshot
+                .sign_document(&snapshot)
+                .map_err(|source| RegisterError::Sign {
+                    role: "snapshot",
+                    source,
+                })?;
 
         let mut set = PublishSet::default();
         set.files.insert(release_file, signed_release.to_vec());
@@ -350,7 +367,8 @@ impl Repository {
         next.release = Some(release);
         next.targets = Some(targets);
         next.snapshot = Some(snapshot);
-        let (timestamp_bytes, timestamp) = next.next_timestamp(&snapshot_bytes, keys, expiry, now);
+        let (timestamp_bytes, timestamp) =
+            next.next_timestamp(&snapshot_bytes, keys, expiry, now)?;
         next.timestamp = Some(timestamp);
         set.files.insert("timestamp.json".into(), timestamp_bytes);
 
@@ -370,7 +388,7 @@ impl Repository {
             return Err(RegisterError::Missing("snapshot"));
         }
         let mut next = self.clone();
-        let (bytes, timestamp) = next.next_timestamp(snapshot_bytes, keys, expiry, now);
+        let (bytes, timestamp) = next.next_timestamp(snapshot_bytes, keys, expiry, now)?;
         next.timestamp = Some(timestamp);
         let mut set = PublishSet::default();
         set.files.insert("timestamp.json".into(), bytes);
@@ -388,7 +406,7 @@ impl Repository {
         keys: &OnlineKeys,
         expiry: OnlineExpiry,
         now: UnixTime,
-    ) -> (Vec<u8>, Timestamp) {
+    ) -> Result<(Vec<u8>, Timestamp), RegisterError> {
         let version = self.timestamp.as_ref().map_or(1, |t| t.common.version + 1);
         let snapshot_version = self.snapshot.as_ref().map_or(1, |s| s.common.version);
         let timestamp = Timestamp {
@@ -399,7 +417,14 @@ impl Repository {
             )]),
             extra: BTreeMap::new(),
         };
-        (sign_role(&timestamp, &[&keys.timestamp]), timestamp)
+        let bytes =
+            keys.timestamp
+                .sign_document(&timestamp)
+                .map_err(|source| RegisterError::Sign {
+                    role: "timestamp",
+                    source,
+                })?;
+        Ok((bytes, timestamp))
     }
 
     /// Run the device's client workflow over the files to publish (falling back to nothing
@@ -526,6 +551,7 @@ mod tests {
     use ota_core::chunk::{ChunkingParams, CutChunk, Ingest};
     use ota_core::tuf::enigm::{Channel, ManifestArtifact, ReleaseNumber};
     use ota_core::tuf::metadata::{ReleaseAuthority, RoleKeys, Signature};
+    use ota_core::tuf::{InMemoryKey, Key};
 
     use super::*;
 
@@ -546,36 +572,33 @@ mod tests {
             targets: InMemoryKey::p256_from_scalar([2; 32]).unwrap(),
             release: k(3),
             online: OnlineKeys {
-                snapshot: k(4),
-                timestamp: k(5),
+                snapshot: k(4).into(),
+                timestamp: k(5).into(),
             },
         }
     }
 
     fn root(keys: &Keys) -> Vec<u8> {
-        let role = |k: &InMemoryKey| RoleKeys {
-            keyids: vec![k.public().key_id()],
+        let role = |k: &Key| RoleKeys {
+            keyids: vec![k.key_id()],
             threshold: 1,
             extra: BTreeMap::new(),
         };
         let all = [
-            &keys.root,
-            &keys.targets,
-            &keys.online.snapshot,
-            &keys.online.timestamp,
+            keys.root.public(),
+            keys.targets.public(),
+            keys.online.snapshot.public(),
+            keys.online.timestamp.public(),
         ];
         let root = Root {
             common: Common::new("root", 1, LATER),
             consistent_snapshot: true,
-            keys: all
-                .iter()
-                .map(|k| (k.public().key_id(), k.public()))
-                .collect(),
+            keys: all.iter().map(|k| (k.key_id(), k.clone())).collect(),
             roles: BTreeMap::from([
-                ("root".into(), role(&keys.root)),
-                ("targets".into(), role(&keys.targets)),
-                ("snapshot".into(), role(&keys.online.snapshot)),
-                ("timestamp".into(), role(&keys.online.timestamp)),
+                ("root".into(), role(&all[0])),
+                ("targets".into(), role(&all[1])),
+                ("snapshot".into(), role(&all[2])),
+                ("timestamp".into(), role(&all[3])),
             ]),
             release_authority: Some(ReleaseAuthority {
                 keys: BTreeMap::from([(keys.release.public().key_id(), keys.release.public())]),

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use ota_core::director::HandleKey;
 use ota_core::tuf::InMemoryKey;
 
+use crate::keys::{OnlineKey, TokenKeys};
 use crate::repository::{OnlineExpiry, OnlineKeys};
 use crate::store::{BlobStore, Catalog};
 
@@ -77,7 +78,7 @@ pub struct Keys {
     /// Snapshot and timestamp keys.
     pub online: OnlineKeys,
     /// The director's offer-signing key.
-    pub director: InMemoryKey,
+    pub director: OnlineKey,
     /// The fleet's device-handle key.
     pub handle: HandleKey,
 }
@@ -191,17 +192,31 @@ impl DataDir {
         Ok(BlobStore::open(&location)?)
     }
 
-    /// Load the online keys, creating any that do not exist yet.
+    /// Load the online keys: those `keys/online.json` names from their token (see
+    /// [`crate::keys`]), the others from their seed files, creating any that do not exist yet.
     pub fn keys(&self) -> Result<Keys, StateError> {
-        let seed = |name: &str| self.seed(name);
+        let on_token = TokenKeys::read(&self.path).map_err(|e| self.key_error(&e))?;
+        let key = |role: &'static str| -> Result<OnlineKey, StateError> {
+            match on_token.get(role) {
+                Some(uri) => OnlineKey::open_token(role, uri).map_err(|e| self.key_error(&e)),
+                None => Ok(InMemoryKey::ed25519_from_seed(self.seed(role)?).into()),
+            }
+        };
         Ok(Keys {
             online: OnlineKeys {
-                snapshot: InMemoryKey::ed25519_from_seed(seed("snapshot")?),
-                timestamp: InMemoryKey::ed25519_from_seed(seed("timestamp")?),
+                snapshot: key("snapshot")?,
+                timestamp: key("timestamp")?,
             },
-            director: InMemoryKey::ed25519_from_seed(seed("director")?),
-            handle: HandleKey(seed("fleet-handle")?),
+            director: key("director")?,
+            handle: HandleKey(self.seed("fleet-handle")?),
         })
+    }
+
+    fn key_error(&self, error: &crate::keys::KeyError) -> StateError {
+        StateError::Invalid {
+            path: self.path.join("keys").join(crate::keys::ONLINE_KEYS_FILE),
+            reason: error.to_string(),
+        }
     }
 
     fn seed(&self, name: &str) -> Result<[u8; 32], StateError> {

@@ -59,9 +59,9 @@ pub(crate) fn now() -> UnixTime {
 
 /// The offline side of a ceremony: root and director root, with the origin's online keys.
 pub(crate) struct Authorities {
-    root_key: InMemoryKey,
-    targets: InMemoryKey,
-    release: InMemoryKey,
+    pub(crate) root_key: InMemoryKey,
+    pub(crate) targets: InMemoryKey,
+    pub(crate) release: InMemoryKey,
 }
 
 fn role(keys: &[&Key], threshold: u64) -> RoleKeys {
@@ -76,7 +76,11 @@ fn key_of(json: &serde_json::Value) -> Key {
     serde_json::from_value(json.clone()).unwrap()
 }
 
-fn make_roots(a: &Authorities, online: &serde_json::Value, dir: &Path) -> (PathBuf, PathBuf) {
+pub(crate) fn make_roots(
+    a: &Authorities,
+    online: &serde_json::Value,
+    dir: &Path,
+) -> (PathBuf, PathBuf) {
     let expires = now().plus_secs(365 * 86_400);
     let (snapshot, timestamp, director) = (
         key_of(&online["snapshot"]),
@@ -151,7 +155,7 @@ pub(crate) fn init(data: &Path, root: &Path, director_root: &Path) {
 }
 
 /// What `ota-sign sign` does to a request: one signature over the canonical `signed`.
-fn cosign(request: &Path, role: &str, key: &InMemoryKey, out: &Path) {
+pub(crate) fn cosign(request: &Path, role: &str, key: &InMemoryKey, out: &Path) {
     let bytes = std::fs::read(request).unwrap();
     let mut envelope = Envelope::parse(role, "request", &bytes, 1 << 24).unwrap();
     let sig = key.sign(envelope.canonical_signed());
@@ -177,9 +181,15 @@ impl Drop for Served {
 }
 
 pub(crate) fn serve(data: &Path) -> Served {
+    serve_with_env(data, &[])
+}
+
+/// `serve`, with these environment variables set for the server.
+pub(crate) fn serve_with_env(data: &Path, env: &[(&str, &std::ffi::OsStr)]) -> Served {
     let ready = data.join("ready.json");
     let _ = std::fs::remove_file(&ready);
     let mut child = Command::new(BIN)
+        .envs(env.iter().copied())
         .args(["serve", "--data"])
         .arg(data)
         .args([

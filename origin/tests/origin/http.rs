@@ -1025,29 +1025,26 @@ impl SigningKeys {
     /// Root version 1, naming the origin's own snapshot and timestamp keys.
     fn root(&self, origin: &Origin) -> Vec<u8> {
         let online = &origin.keys.online;
-        let role = |key: &InMemoryKey| RoleKeys {
-            keyids: vec![key.public().key_id()],
+        let role = |key: &ota_core::tuf::Key| RoleKeys {
+            keyids: vec![key.key_id()],
             threshold: 1,
             extra: Default::default(),
         };
         let all = [
-            &self.root,
-            &self.targets,
-            &online.snapshot,
-            &online.timestamp,
+            self.root.public(),
+            self.targets.public(),
+            online.snapshot.public(),
+            online.timestamp.public(),
         ];
         let root = Root {
             common: Common::new("root", 1, now().plus_secs(365 * 86_400)),
             consistent_snapshot: true,
-            keys: all
-                .iter()
-                .map(|key| (key.public().key_id(), key.public()))
-                .collect(),
+            keys: all.iter().map(|key| (key.key_id(), key.clone())).collect(),
             roles: [
-                ("root".to_string(), role(&self.root)),
-                ("targets".to_string(), role(&self.targets)),
-                ("snapshot".to_string(), role(&online.snapshot)),
-                ("timestamp".to_string(), role(&online.timestamp)),
+                ("root".to_string(), role(&all[0])),
+                ("targets".to_string(), role(&all[1])),
+                ("snapshot".to_string(), role(&all[2])),
+                ("timestamp".to_string(), role(&all[3])),
             ]
             .into(),
             release_authority: Some(ReleaseAuthority {

@@ -5,5 +5,6 @@
 mod attest;
 mod e2e;
 mod http;
+mod pkcs11;
 mod relay;
 mod store;
