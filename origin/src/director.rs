@@ -255,15 +255,11 @@ pub async fn check_in(
             .attestation
             .as_ref()
             .is_some_and(|a| a.outcome == AttestationOutcome::Passed);
-        let enrolled = if on_record && attestation.is_none() {
-            ota_core::attest::Gate::Pass
-        } else {
-            ota_core::attest::gate(
-                policy.mode(Action::Enrollment, &device.channel),
-                attestation.as_ref(),
-            )
-        };
-        match enrolled {
+        match ota_core::attest::enrollment_gate(
+            policy.mode(Action::Enrollment, &device.channel),
+            attestation.as_ref(),
+            on_record,
+        ) {
             ota_core::attest::Gate::Refuse(reason) => {
                 return Ok(CheckInAnswer::NoOffer {
                     reason: format!(

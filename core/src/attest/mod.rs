@@ -554,6 +554,21 @@ pub fn gate(
     }
 }
 
+/// The enrollment gate: like [`gate`], except that a device presenting no evidence this time
+/// passes when its latest attestation on record passed (`on_record_passed`). Fresh evidence
+/// always decides (a failure now overrides a pass on record).
+pub fn enrollment_gate(
+    mode: crate::director::AttestationPolicy,
+    result: Option<&Result<Attested, AttestError>>,
+    on_record_passed: bool,
+) -> Gate {
+    if result.is_none() && on_record_passed {
+        Gate::Pass
+    } else {
+        gate(mode, result)
+    }
+}
+
 mod b64_chain {
     use data_encoding::BASE64;
     use serde::{Deserializer, Serializer};
@@ -636,6 +651,25 @@ mod tests {
         assert_eq!(
             gate(Mode::Required, None),
             Gate::Refuse(Reason::EligibilityFailure)
+        );
+    }
+
+    #[test]
+    fn enrollment_counts_a_pass_on_record_until_fresh_evidence_fails() {
+        use crate::director::AttestationPolicy as Mode;
+        let refused: Result<Attested, AttestError> = Err(AttestError::OtherHandle);
+        assert_eq!(enrollment_gate(Mode::Required, None, true), Gate::Pass);
+        assert_eq!(
+            enrollment_gate(Mode::Required, None, false),
+            Gate::Refuse(Reason::EligibilityFailure)
+        );
+        assert_eq!(
+            enrollment_gate(Mode::Required, Some(&refused), true),
+            Gate::Refuse(Reason::Relay)
+        );
+        assert_eq!(
+            enrollment_gate(Mode::Preferred, Some(&refused), true),
+            Gate::PassCounted(Reason::Relay)
         );
     }
 

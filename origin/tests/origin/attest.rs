@@ -432,7 +432,7 @@ async fn channel_requiring_attestation_offers_only_to_attested_devices_over_quic
     let plain_handle = enroll(&data, &plain, "private");
     let relayer_handle = enroll(&data, &relayer, "private");
     let stable = Device::new(44);
-    enroll(&data, &stable, "stable");
+    let stable_handle = enroll(&data, &stable, "stable");
     let served = serve(&data);
     let at = now();
     let hardware = provider(&fleet, at);
@@ -530,6 +530,40 @@ async fn channel_requiring_attestation_offers_only_to_attested_devices_over_quic
     // A channel without the policy still offers without evidence.
     let answer = check_in(&served, &stable, |_, _| check_in_body(None)).await;
     assert!(matches!(answer, CheckInAnswer::Offer(_)), "{answer:?}");
+    drop(served);
+
+    // Enrollment required: no offer on any channel until an attestation passed; then a pass
+    // on record counts for check-ins that carry none (on channels that do not ask for more).
+    config["attestation"]["enrollment"] = "required".into();
+    std::fs::write(&config_path, serde_json::to_vec(&config).unwrap()).unwrap();
+    let served = serve(&data);
+    let reason = no_offer(check_in(&served, &stable, |_, _| check_in_body(None)).await);
+    assert_eq!(
+        reason,
+        "enrollment requires a passed attestation: eligibility_failure"
+    );
+    let answer = check_in(&served, &stable, |nonce, exporter| {
+        let body =
+            check_in_with_evidence(&hardware, None, nonce, &stable_handle, exporter).unwrap();
+        serde_json::to_vec(&body).unwrap()
+    })
+    .await;
+    assert!(matches!(answer, CheckInAnswer::Offer(_)), "{answer:?}");
+    let answer = check_in(&served, &stable, |_, _| check_in_body(None)).await;
+    assert!(matches!(answer, CheckInAnswer::Offer(_)), "{answer:?}");
+    // Fresh evidence that fails overrides the pass on record.
+    let reason = no_offer(
+        check_in(&served, &stable, |nonce, exporter| {
+            let body =
+                check_in_with_evidence(&unlocked, None, nonce, &stable_handle, exporter).unwrap();
+            serde_json::to_vec(&body).unwrap()
+        })
+        .await,
+    );
+    assert_eq!(
+        reason,
+        "enrollment requires a passed attestation: ineligible_build (bootloader unlocked)"
+    );
     drop(served);
 
     // The origin stored outcomes, reasons and times, never the chain.
