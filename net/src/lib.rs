@@ -10,10 +10,14 @@
 //! - [`server`]: the accept loop and the [`server::Handler`] trait the origin and peers
 //!   implement.
 //! - [`client`]: connections to a pinned server and the requests, with streamed blobs.
+//! - [`discovery`]: how devices find site caches and caches find their parents (libp2p:
+//!   mDNS, Kademlia, identify; gossipsub for release announcements). Discovery only: data
+//!   always flows over `enigm-ota/1`.
 //!
-//! The HTTP mirror client and libp2p discovery will join it (device and peer issues).
+//! The HTTP mirror client will join it (device issue).
 
 pub mod client;
+pub mod discovery;
 pub mod proto;
 pub mod quic;
 pub mod server;

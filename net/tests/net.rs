@@ -4,6 +4,8 @@
 // Helpers outside `#[test]` functions panic on failure too: this is a test binary.
 #![allow(clippy::unwrap_used)]
 
+#[path = "net/discovery.rs"]
+mod discovery;
 #[path = "net/hostile_clients.rs"]
 mod hostile_clients;
 #[path = "net/malicious_servers.rs"]
