@@ -333,3 +333,131 @@ impl Handler for DirectorHandler {
         bytes
     }
 }
+
+/// How a [`RawPeer`] breaks the protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Breach {
+    /// Announces each blob's true length, then sends 100 bytes more than announced.
+    MoreThanAnnounced,
+    /// Announces every blob one byte longer than the client's `max_len`.
+    LongerThanMax,
+}
+
+/// A peer that speaks `enigm-ota/1` framing by hand (below the `Handler` layer, which would
+/// not let it misbehave) and breaks the protocol in one way.
+#[derive(Debug)]
+pub struct RawPeer {
+    endpoint: Option<quinn::Endpoint>,
+    runtime: Option<tokio::runtime::Runtime>,
+    /// Its QUIC address.
+    pub addr: SocketAddr,
+    /// Its certificate pin (hex).
+    pub pin: String,
+}
+
+impl RawPeer {
+    /// A peer serving blobs from `blob_dir` with `breach`.
+    pub fn start(blob_dir: &Path, breach: Breach) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        let identity = Identity::from_node_key(&NodeKey::generate()).expect("an identity");
+        let config = ota_net::quic::server_config(&identity, &Default::default())
+            .expect("a server configuration");
+        let endpoint = {
+            let _guard = runtime.enter();
+            quinn::Endpoint::server(config, "127.0.0.1:0".parse().expect("an address"))
+                .expect("bind the raw peer")
+        };
+        let addr = endpoint.local_addr().expect("its address");
+        let blobs = blob_dir.to_path_buf();
+        let accept = endpoint.clone();
+        runtime.spawn(async move {
+            while let Some(incoming) = accept.accept().await {
+                let blobs = blobs.clone();
+                tokio::spawn(async move {
+                    let Ok(connection) = incoming.await else {
+                        return;
+                    };
+                    while let Ok((send, recv)) = connection.accept_bi().await {
+                        tokio::spawn(raw_answer(send, recv, blobs.clone(), breach));
+                    }
+                });
+            }
+        });
+        Self {
+            endpoint: Some(endpoint),
+            runtime: Some(runtime),
+            addr,
+            pin: identity.pin().to_string(),
+        }
+    }
+
+    /// `ADDR=PIN` for `ota-device update --peer`.
+    pub fn peer_arg(&self) -> String {
+        format!("{}={}", self.addr, self.pin)
+    }
+}
+
+impl Drop for RawPeer {
+    fn drop(&mut self) {
+        if let Some(endpoint) = self.endpoint.take() {
+            endpoint.close(0u32.into(), b"done");
+        }
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_timeout(Duration::from_millis(100));
+        }
+    }
+}
+
+async fn raw_answer(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    blobs: PathBuf,
+    breach: Breach,
+) {
+    use ota_net::proto::{Request, Response};
+    let Ok(bytes) = recv.read_to_end(64 * 1024).await else {
+        return;
+    };
+    let Ok((request, _)) = Request::decode_frame(&bytes) else {
+        return;
+    };
+    let frame = |r: &Response| r.encode_frame().expect("a response frame");
+    let out = match request {
+        Request::GetBlobs { ids, max_len } => {
+            let mut out = Vec::new();
+            for id in ids {
+                let Ok(blob) = std::fs::read(blob_path(&blobs, &id)) else {
+                    out.extend(frame(&Response::Missing { id }));
+                    continue;
+                };
+                match breach {
+                    Breach::MoreThanAnnounced => {
+                        out.extend(frame(&Response::Blob {
+                            id,
+                            len: blob.len() as u32,
+                        }));
+                        out.extend(&blob);
+                        out.extend([0x5a; 100]);
+                    }
+                    Breach::LongerThanMax => {
+                        out.extend(frame(&Response::Blob {
+                            id,
+                            len: max_len.saturating_add(1),
+                        }));
+                        out.extend(&blob);
+                    }
+                }
+            }
+            out.extend(frame(&Response::End));
+            out
+        }
+        _ => frame(&Response::NotFound),
+    };
+    let _ = send.write_all(&out).await;
+    let _ = send.finish();
+    let _ = send.stopped().await;
+}

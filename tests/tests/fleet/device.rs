@@ -17,7 +17,7 @@ use ota_core::rollout::Stage;
 use ota_core::tuf::InMemoryKey;
 use ota_core::tuf::enigm::{Channel, ReleaseNumber};
 use ota_core::tuf::metadata::{Envelope, Timestamp, sign_role};
-use ota_tests::fake_peer::{FakeDirector, FakePeer, Mode};
+use ota_tests::fake_peer::{Breach, FakeDirector, FakePeer, Mode, RawPeer};
 use ota_tests::{OriginFixture, Proc, Served, bin, now, run, test_image};
 use serde_json::Value;
 
@@ -715,4 +715,126 @@ fn device_refuses_what_it_must_not_install() {
         "{status}"
     );
     let _: BTreeMap<String, Value> = serde_json::from_value(status).unwrap();
+}
+
+/// A small tmpfs mounted for the test, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// `None` when this machine does not let the test mount (not root).
+    fn mount(dir: &Path, size: &str) -> Option<Self> {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = run(
+            Path::new("mount"),
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "tmpfs",
+                dir.to_str().unwrap(),
+            ],
+        );
+        out.status.success().then(|| Self(dir.to_path_buf()))
+    }
+
+    fn resize(&self, size: &str) {
+        let out = run(
+            Path::new("mount"),
+            &[
+                "-o",
+                &format!("remount,size={size}"),
+                self.0.to_str().unwrap(),
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = run(Path::new("umount"), &["-l", self.0.to_str().unwrap()]);
+    }
+}
+
+#[test]
+fn device_survives_bad_input() {
+    let temp = tempfile::tempdir().unwrap();
+    let fixture = OriginFixture::new(temp.path());
+    let image = test_image("bad input", 3 << 20);
+    let path = published(temp.path(), "system.img", &image);
+    fixture.release("stable", 1, &[("system", &path)], &[]);
+    fixture.promote("stable", 1, &["--stable"]);
+    let served = fixture.serve();
+    let (addr, pin) = origin_args(&served);
+    let blobs = fixture.data.join("blobs");
+
+    // A peer that sends more bytes than it announced, and one that announces a chunk longer
+    // than the maximum: each dropped for breaking the protocol, the update finishes elsewhere.
+    for (name, breach, says) in [
+        ("oversend", Breach::MoreThanAnnounced, "broke the protocol"),
+        ("overlong", Breach::LongerThanMax, "over the"),
+    ] {
+        let peer = RawPeer::start(&blobs, breach);
+        let device = Device::new(temp.path(), name, &fixture, &addr, &pin, None);
+        let report = device.update_ok(&["--peer", &peer.peer_arg()]);
+        assert_eq!(device.image("B", "system"), image);
+        let source = report["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == format!("peer {}", peer.addr))
+            .cloned()
+            .unwrap();
+        let dropped = source["dropped"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{report}"));
+        assert!(
+            dropped.contains("broke the protocol") && dropped.contains(says),
+            "{dropped}"
+        );
+        assert_eq!(source["bytes"], 0, "nothing it sent was used: {source}");
+    }
+
+    // A missing state directory: a typed error and a report on stdout, exit 2.
+    let missing = temp.path().join("no-such-state");
+    let out = run(
+        &bin("ota-device"),
+        &["update", "--state", missing.to_str().unwrap(), "--json"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let done: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(done["error_class"], "state", "{done}");
+    assert!(
+        done["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not an initialised state directory")
+    );
+
+    // A full disk: the update stops with a typed error, the slots as they were; once there
+    // is room the next update proceeds (resuming what was written).
+    let Some(disk) = Tmpfs::mount(&temp.path().join("small-disk"), "1m") else {
+        assert!(
+            std::env::var_os("OTA_REQUIRE_MOUNT").is_none(),
+            "OTA_REQUIRE_MOUNT is set but tmpfs cannot be mounted"
+        );
+        eprintln!("skipping the full-disk case: cannot mount a tmpfs (not root)");
+        return;
+    };
+    let device = Device::new(&disk.0, "device", &fixture, &addr, &pin, None);
+    let before = device.slots();
+    let (code, lines, stderr) = device.update(&[]);
+    assert_eq!(code, 2, "{stderr}");
+    let done = lines.last().unwrap();
+    assert_eq!(done["error_class"], "disk-full", "{done}");
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+    assert_eq!(device.slots(), before, "the slots are as they were");
+    disk.resize("32m");
+    device.update_ok(&[]);
+    assert_eq!(device.image("B", "system"), image);
 }
