@@ -2,5 +2,6 @@
 //! Build the programs first (`cargo build --workspace --bins`; `cargo test --workspace` does).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod attacks;
 mod device;
 mod harness;
