@@ -201,4 +201,139 @@ mod tests {
         assert!(!access.allowed(2, &secret, now), "another connection");
         assert!(!access.allowed(1, &secret, UnixTime(2_000)), "expired");
     }
+
+    fn director() -> (ota_core::tuf::InMemoryKey, Vec<u8>) {
+        use ota_core::tuf::metadata::{Common, RoleKeys, sign_document};
+        use std::collections::BTreeMap;
+        let key = ota_core::tuf::InMemoryKey::ed25519_from_seed([42; 32]);
+        let id = key.public().key_id();
+        let role = RoleKeys {
+            keyids: vec![id.clone()],
+            threshold: 1,
+            extra: BTreeMap::new(),
+        };
+        let root = Root {
+            common: Common::new("root", 1, UnixTime(2_000_000_000)),
+            consistent_snapshot: true,
+            keys: BTreeMap::from([(id, key.public())]),
+            roles: ["root", "timestamp", "snapshot", "targets"]
+                .into_iter()
+                .map(|r| (r.to_string(), role.clone()))
+                .collect(),
+            release_authority: None,
+            extra: BTreeMap::new(),
+        };
+        let bytes = sign_document(&root, &[&key]);
+        (key, bytes)
+    }
+
+    fn offer(nonce: [u8; 32]) -> Offer {
+        use ota_core::director::{DeviceHandle, OfferedArtifact};
+        use ota_core::tuf::enigm::{Channel, ReleaseNumber};
+        Offer {
+            type_: "offer".into(),
+            handle: DeviceHandle([1; 32]),
+            nonce,
+            issued_at: UnixTime(1_000),
+            expires: UnixTime(1_600),
+            channel: Channel("stable".into()),
+            release: ReleaseNumber(7),
+            manifest: "releases/stable/7.json".into(),
+            artifacts: vec![OfferedArtifact {
+                target: "artifacts/system-7.img".into(),
+                length: 10,
+                sha256: ota_core::digest::Sha256Hash::of(b"x"),
+                blake3: ota_core::digest::Blake3Hash::of(b"x"),
+                slot: "system".into(),
+            }],
+            stage: ota_core::rollout::Stage::Stable,
+        }
+    }
+
+    fn answer(signed: &[u8]) -> Vec<u8> {
+        serde_json::to_vec(&CheckInAnswer::Offer(
+            serde_json::from_slice(signed).unwrap(),
+        ))
+        .unwrap()
+    }
+
+    /// A device key signs a check-in over connection binding `binding`.
+    fn request(binding: &ChannelBinding, nonce: [u8; 32]) -> SignedRequest {
+        use ed25519_dalek::Signer as _;
+        use ota_net::proto::{DeviceKey, Nonce, Signature};
+        let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+        let mut request = SignedRequest {
+            device_key: DeviceKey(key.verifying_key().to_bytes()),
+            nonce: Nonce(nonce),
+            timestamp: UnixTime(1_050),
+            body: b"{}".to_vec(),
+            signature: Signature([0; 64]),
+        };
+        request.signature = Signature(
+            key.sign(&request.signing_bytes(SignedKind::CheckIn, binding))
+                .to_bytes(),
+        );
+        request
+    }
+
+    #[test]
+    fn the_device_signature_must_cover_this_connection() {
+        let here = ChannelBinding([3; 32]);
+        let request = request(&here, [7; 32]);
+        assert!(device_signature_ok(SignedKind::CheckIn, &request, &here));
+        assert!(!device_signature_ok(
+            SignedKind::CheckIn,
+            &request,
+            &ChannelBinding([4; 32])
+        ));
+        assert!(!device_signature_ok(SignedKind::Report, &request, &here));
+    }
+
+    #[test]
+    fn a_grant_needs_a_director_signed_offer_for_this_nonce_unexpired() {
+        let (key, root) = director();
+        let access = Access::new(Some(&root)).unwrap();
+        let secret = ChunkId::of(b"secret");
+        access.mark_private(&ReleaseKey("stable/7".into()), &[secret]);
+        let here = ChannelBinding([3; 32]);
+        let now = UnixTime(1_100);
+
+        let forged =
+            offer([7; 32]).sign(&[&ota_core::tuf::InMemoryKey::ed25519_from_seed([1; 32])]);
+        assert!(matches!(
+            access.grant_from_answer(9, &request(&here, [7; 32]), &answer(&forged), now),
+            Err(AccessError::Unsigned(_))
+        ));
+        let other_nonce = offer([8; 32]).sign(&[&key]);
+        assert_eq!(
+            access.grant_from_answer(9, &request(&here, [7; 32]), &answer(&other_nonce), now),
+            Err(AccessError::NonceMismatch)
+        );
+        let good = offer([7; 32]).sign(&[&key]);
+        assert_eq!(
+            access.grant_from_answer(9, &request(&here, [7; 32]), &answer(&good), UnixTime(1_600)),
+            Err(AccessError::Expired)
+        );
+        let none = serde_json::to_vec(&CheckInAnswer::NoOffer {
+            reason: "not yet".into(),
+        })
+        .unwrap();
+        assert!(matches!(
+            access.grant_from_answer(9, &request(&here, [7; 32]), &none, now),
+            Err(AccessError::NoOffer(_))
+        ));
+        assert!(
+            !access.allowed(9, &secret, now),
+            "no grant from any of those"
+        );
+        assert_eq!(
+            access.grant_from_answer(9, &request(&here, [7; 32]), &answer(&good), now),
+            Ok(ReleaseKey("stable/7".into()))
+        );
+        assert!(access.allowed(9, &secret, now));
+        assert!(
+            !access.allowed(10, &secret, now),
+            "only on the connection that checked in"
+        );
+    }
 }

@@ -79,6 +79,28 @@ pub struct FileConfig {
     pub max_connections: Option<usize>,
     /// The director's root.json, to check offers before granting private content.
     pub director_root: Option<PathBuf>,
+    /// TCP address of the libp2p discovery node (none: no discovery).
+    pub discovery: Option<SocketAddr>,
+    /// `site` (default) or `regional`: what the advertisement says this cache serves.
+    pub discovery_role: Option<String>,
+    /// Other discovery nodes to dial at start (TCP multiaddrs, e.g. a regional cache's).
+    #[serde(default)]
+    pub bootstrap: Vec<String>,
+    /// Find and be found by mDNS on the LAN (default on).
+    pub mdns: Option<bool>,
+}
+
+/// Discovery settings in force.
+#[derive(Debug, Clone)]
+pub struct DiscoverySettings {
+    /// TCP listen address.
+    pub listen: SocketAddr,
+    /// What the cache serves.
+    pub role: ota_net::discovery::Role,
+    /// Bootstrap multiaddrs.
+    pub bootstrap: Vec<ota_net::discovery::libp2p::Multiaddr>,
+    /// mDNS on.
+    pub mdns: bool,
 }
 
 /// The configuration in force.
@@ -118,6 +140,8 @@ pub struct Config {
     pub max_connections: usize,
     /// The director root's bytes.
     pub director_root: Option<Vec<u8>>,
+    /// Discovery, if on.
+    pub discovery: Option<DiscoverySettings>,
 }
 
 /// Parses `HH:MM-HH:MM` (UTC) into a window.
@@ -206,7 +230,34 @@ impl Config {
         let director_root = pick!(director_root)
             .map(|p| std::fs::read(&p).map_err(|e| format!("reading {}: {e}", p.display())))
             .transpose()?;
+        let bootstrap = if overrides.bootstrap.is_empty() {
+            &file.bootstrap
+        } else {
+            &overrides.bootstrap
+        };
+        let discovery = match pick!(discovery) {
+            None => None,
+            Some(listen) => Some(DiscoverySettings {
+                listen,
+                role: match pick!(discovery_role).as_deref() {
+                    None | Some("site") => ota_net::discovery::Role::SiteCache,
+                    Some("regional") => ota_net::discovery::Role::RegionalCache,
+                    Some(other) => {
+                        return Err(format!("discovery role {other:?} is not site or regional"));
+                    }
+                },
+                bootstrap: bootstrap
+                    .iter()
+                    .map(|a| {
+                        a.parse()
+                            .map_err(|e| format!("bootstrap address {a:?}: {e}"))
+                    })
+                    .collect::<Result<_, String>>()?,
+                mdns: pick!(mdns).unwrap_or(true),
+            }),
+        };
         Ok(Self {
+            discovery,
             data,
             listen,
             metrics: pick!(metrics),

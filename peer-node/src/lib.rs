@@ -67,6 +67,8 @@ pub struct Running {
     pub metrics: Arc<Metrics>,
     /// The node's public key (what the origin enrolls as a relay).
     pub public_key: [u8; 32],
+    /// The discovery node, if on.
+    pub discovery: Option<ota_net::discovery::DiscoveryHandle>,
     tasks: Tasks,
 }
 
@@ -81,6 +83,9 @@ impl Running {
     /// Stops serving: requests in flight get up to `grace` to finish.
     pub async fn shutdown(self, grace: Duration) {
         drop(self.tasks);
+        if let Some(discovery) = self.discovery {
+            discovery.shutdown().await;
+        }
         self.server.shutdown(grace).await;
     }
 }
@@ -196,7 +201,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let server = Server::bind(config.listen, &identity, server_config, handler)
         .context("binding the QUIC listener")?;
     let mut tasks = Tasks::default();
-    let prefetcher = Prefetcher::new(
+    let mut prefetcher = Prefetcher::new(
         PrefetchConfig {
             channels: config.channels.clone(),
             poll: config.poll,
@@ -208,6 +213,41 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         metrics.clone(),
         access,
     );
+    let discovery = match &config.discovery {
+        None => None,
+        Some(settings) => {
+            let advertisement = ota_net::discovery::Advertisement {
+                quic: vec![server.local_addr()],
+                pin: identity.pin(),
+                role: settings.role,
+            };
+            let mut dc = ota_net::discovery::DiscoveryConfig::cache(settings.listen, advertisement);
+            dc.mdns = settings.mdns;
+            dc.bootstrap = settings.bootstrap.clone();
+            dc.node_key = Some(node_key(&config.data)?);
+            let (handle, mut events) = ota_net::discovery::Discovery::spawn(dc)
+                .await
+                .context("starting discovery")?;
+            info!(listen = ?handle.listen_addrs(), "discovery: advertising the QUIC server");
+            let wake = prefetcher.waker();
+            tasks.push(tokio::spawn(async move {
+                while let Some(event) = events.next().await {
+                    match event {
+                        ota_net::discovery::DiscoveryEvent::Announcement { from, announcement } => {
+                            info!(%from, channel = %announcement.channel.0, release = announcement.release.0, "discovery: release announced; polling upstream");
+                            wake.notify_one();
+                        }
+                        ota_net::discovery::DiscoveryEvent::Refused { peer, error } => {
+                            info!(%peer, %error, "discovery: record refused");
+                        }
+                        other => tracing::debug!(?other, "discovery"),
+                    }
+                }
+            }));
+            prefetcher.announce_with(handle.clone());
+            Some(handle)
+        }
+    };
     tasks.push(tokio::spawn(prefetcher.run()));
     let metrics_addr = match config.metrics {
         Some(addr) => {
@@ -236,6 +276,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         cache,
         metrics,
         public_key: identity.public_key(),
+        discovery,
         tasks,
     })
 }

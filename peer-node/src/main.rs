@@ -99,7 +99,20 @@ struct ServeArgs {
     /// Connections served at once.
     #[arg(long)]
     max_connections: Option<usize>,
-    /// Write `{"quic","pin","metrics","public_key"}` here once serving.
+    /// Run a libp2p discovery node on this TCP address, advertising the QUIC address and pin
+    /// (mDNS on the LAN, Kademlia, release announcements).
+    #[arg(long)]
+    discovery: Option<SocketAddr>,
+    /// `site` or `regional`: what the advertisement says this cache serves.
+    #[arg(long)]
+    discovery_role: Option<String>,
+    /// A discovery node to dial at start, as a TCP multiaddr (repeat).
+    #[arg(long)]
+    bootstrap: Vec<String>,
+    /// No mDNS (static bootstrap only).
+    #[arg(long)]
+    no_mdns: bool,
+    /// Write `{"quic","pin","metrics","public_key","discovery"}` here once serving.
     #[arg(long)]
     ready_file: Option<PathBuf>,
     /// Logs as JSON lines.
@@ -174,6 +187,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         hot_bytes: None,
         max_connections: args.max_connections,
         director_root: args.director_root,
+        discovery: args.discovery,
+        discovery_role: args.discovery_role,
+        bootstrap: args.bootstrap,
+        mdns: args.no_mdns.then_some(false),
     };
     let config = match Config::resolve(file, overrides) {
         Ok(config) => config,
@@ -196,6 +213,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             "pin": running.pin().to_string(),
             "metrics": running.metrics_addr.map(|a| a.to_string()),
             "public_key": hex::encode(running.public_key),
+            "discovery": running.discovery.as_ref().map(|d| d.listen_addrs().iter().map(ToString::to_string).collect::<Vec<_>>()),
         });
         if let Some(path) = &args.ready_file
             && let Err(e) = ota_peer::write_atomic(path, ready.to_string().as_bytes())

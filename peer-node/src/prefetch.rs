@@ -56,6 +56,8 @@ pub struct FoundRelease {
     pub chunks: Vec<(ChunkId, u32)>,
     /// Chunks of artifacts marked private.
     pub private: Vec<ChunkId>,
+    /// The release number.
+    pub number: u64,
 }
 
 /// The prefetch task's state.
@@ -70,6 +72,10 @@ pub struct Prefetcher {
     /// Pinned release per channel.
     pinned: HashMap<String, ReleaseKey>,
     last_snapshot: Option<u64>,
+    /// Woken by a release announcement heard on discovery: poll now.
+    wake: Arc<tokio::sync::Notify>,
+    /// Where to announce the releases this peer pins (caches below it prefetch too).
+    announcer: Option<ota_net::discovery::DiscoveryHandle>,
 }
 
 impl Prefetcher {
@@ -91,7 +97,19 @@ impl Prefetcher {
             access,
             pinned: HashMap::new(),
             last_snapshot: None,
+            wake: Arc::new(tokio::sync::Notify::new()),
+            announcer: None,
         }
+    }
+
+    /// Wakes the poll loop early (an announcement was heard).
+    pub fn waker(&self) -> Arc<tokio::sync::Notify> {
+        self.wake.clone()
+    }
+
+    /// Announce pinned releases on discovery.
+    pub fn announce_with(&mut self, handle: ota_net::discovery::DiscoveryHandle) {
+        self.announcer = Some(handle);
     }
 
     /// Polls until the task is dropped.
@@ -100,7 +118,10 @@ impl Prefetcher {
             if let Err(error) = self.poll_once().await {
                 warn!(%error, "prefetch: walking the repository failed");
             }
-            tokio::time::sleep(self.config.poll).await;
+            tokio::select! {
+                () = tokio::time::sleep(self.config.poll) => {}
+                () = self.wake.notified() => debug!("prefetch: polling on an announcement"),
+            }
         }
     }
 
@@ -130,6 +151,16 @@ impl Prefetcher {
                 continue;
             }
             info!(release = %release.key.0, chunks = release.chunks.len(), "prefetch: pinning release");
+            if let Some(announcer) = &self.announcer {
+                let announcement = ota_net::discovery::Announcement {
+                    channel: ota_core::tuf::enigm::Channel(release.channel.clone()),
+                    release: ota_core::tuf::enigm::ReleaseNumber(release.number),
+                    timestamp_version: ts.common.version,
+                };
+                if let Err(error) = announcer.announce(announcement).await {
+                    debug!(%error, "announcing a release");
+                }
+            }
             Metrics::inc(&self.metrics.releases_pinned);
             self.cache.pin_release(release.key.clone(), release.chunks);
             if let Some(old) = self.pinned.insert(release.channel, release.key) {
@@ -239,6 +270,7 @@ impl Prefetcher {
                 }
             }
             found.push(FoundRelease {
+                number,
                 key: ReleaseKey(format!("{channel}/{number}")),
                 channel,
                 chunks,

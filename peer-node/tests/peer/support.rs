@@ -128,6 +128,8 @@ pub(crate) struct Peer {
     pub(crate) pin: CertPin,
     pub(crate) metrics: SocketAddr,
     pub(crate) data: PathBuf,
+    /// The discovery node's listen addresses (multiaddrs), if discovery is on.
+    pub(crate) discovery: Vec<String>,
 }
 
 impl Drop for Peer {
@@ -172,6 +174,7 @@ impl Peer {
             pin: CertPin(ota_core::digest::Sha256Hash([0; 32])),
             metrics: "0.0.0.0:0".parse().unwrap(),
             data: data.to_owned(),
+            discovery: Vec::new(),
         };
         let start = Instant::now();
         loop {
@@ -184,6 +187,10 @@ impl Peer {
                 peer.quic = v["quic"].as_str().unwrap().parse().unwrap();
                 peer.pin = v["pin"].as_str().unwrap().parse().unwrap();
                 peer.metrics = v["metrics"].as_str().unwrap().parse().unwrap();
+                peer.discovery = v["discovery"]
+                    .as_array()
+                    .map(|a| a.iter().map(|x| x.as_str().unwrap().to_string()).collect())
+                    .unwrap_or_default();
                 return peer;
             }
             assert!(start.elapsed() < Duration::from_secs(20), "peer not ready");
