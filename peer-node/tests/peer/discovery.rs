@@ -33,9 +33,18 @@ fn a_device_finds_the_peer_and_fetches_from_what_it_found() {
     let peer = Peer::start(
         &dir.path().join("peer"),
         &up,
-        &["--no-prefetch", "--discovery", "127.0.0.1:0", "--discovery-role", "site"],
+        &[
+            "--no-prefetch",
+            "--discovery",
+            "127.0.0.1:0",
+            "--discovery-role",
+            "site",
+        ],
     );
-    assert!(!peer.discovery.is_empty(), "the ready file names the discovery addresses");
+    assert!(
+        !peer.discovery.is_empty(),
+        "the ready file names the discovery addresses"
+    );
     rt.block_on(async {
         // mDNS: multicast on the host's non-loopback interfaces, if it has any that carry it.
         let (mdns_node, _events) = Discovery::spawn(DiscoveryConfig::device()).await.unwrap();
@@ -63,7 +72,12 @@ fn a_device_finds_the_peer_and_fetches_from_what_it_found() {
         assert_eq!(found.via, CacheVia::Bootstrap);
         assert_eq!(found.pin, peer.pin);
         assert_eq!(found.role, Role::SiteCache);
-        assert!(found.quic.contains(&peer.quic), "{:?} vs {}", found.quic, peer.quic);
+        assert!(
+            found.quic.contains(&peer.quic),
+            "{:?} vs {}",
+            found.quic,
+            peer.quic
+        );
 
         let client = Client::connect(found.quic[0], found.pin).await.unwrap();
         let ids: Vec<_> = blobs.iter().map(|(id, _)| *id).collect();
