@@ -20,6 +20,7 @@
 //! [`CachePolicy`]: ota_core::cache::CachePolicy
 //! [`decide`]: ota_core::director::decide
 
+pub mod live;
 pub mod net;
 pub mod report;
 pub mod rng;
