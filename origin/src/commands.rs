@@ -86,13 +86,32 @@ pub fn request_dir(origin: &Origin, channel: &Channel, number: ReleaseNumber) ->
         .join(number.0.to_string())
 }
 
+/// Where a long command is: reported as it goes (`release create` while it ingests,
+/// `release validate` while it re-hashes). `ota-origin` prints it on a terminal, or as JSON
+/// lines with `--json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Step<'a> {
+    /// `ingest` (create), `rehash` or `metadata` (validate).
+    pub phase: &'static str,
+    /// The artifact's target path (ingest), or the release (`CHANNEL/N`).
+    pub target: &'a str,
+    /// Bytes done so far in this phase.
+    pub bytes: u64,
+    /// Bytes in all, when known.
+    pub total_bytes: Option<u64>,
+    /// Chunks (blobs) done so far: stored once each (ingest) or re-hashed (rehash).
+    pub chunks: u64,
+    /// Chunks in all, when known.
+    pub total_chunks: Option<u64>,
+}
+
 /// Ingest a build: store every chunk once, record the draft release, and write the signing
-/// requests. Returns the request directory.
+/// requests. Returns the request directory. `progress` hears of each chunk stored.
 pub async fn create_release(
     origin: &Origin,
     create: &CreateRelease,
     now: UnixTime,
-    progress: &(dyn Fn(&str, u64, u64) + Sync),
+    progress: &(dyn Fn(&Step<'_>) + Sync),
 ) -> anyhow::Result<PathBuf> {
     check_name("channel", &create.channel.0)?;
     ensure!(
@@ -239,7 +258,7 @@ async fn ingest_file(
     path: &Path,
     target: &str,
     slot: &str,
-    progress: &(dyn Fn(&str, u64, u64) + Sync),
+    progress: &(dyn Fn(&Step<'_>) + Sync),
 ) -> anyhow::Result<(IngestedFile, BTreeMap<ChunkId, u64>)> {
     let file = std::fs::File::open(path)
         .with_context(|| format!("artifact {}: cannot open", path.display()))?;
@@ -272,17 +291,28 @@ async fn ingest_file(
     });
     let mut blobs = BTreeMap::new();
     let mut stored = 0u64;
+    let step = |bytes: u64, chunks: usize| Step {
+        phase: "ingest",
+        target,
+        bytes,
+        total_bytes: Some(total),
+        chunks: chunks as u64,
+        total_chunks: None,
+    };
     while let Some((id, bytes)) = rx.recv().await {
         stored += bytes.len() as u64;
         blobs.insert(id, bytes.len() as u64);
         origin.blobs.put(&id, bytes).await?;
-        progress(target, stored.min(total), total);
+        progress(&step(stored.min(total), blobs.len()));
     }
     let done = reader.await??;
     let index_id = done.chunks.chunk_index;
     blobs.insert(index_id, done.index.len() as u64);
     origin.blobs.put(&index_id, Bytes::from(done.index)).await?;
-    progress(target, total, total);
+    progress(&Step {
+        total_chunks: Some(blobs.len() as u64),
+        ..step(total, blobs.len())
+    });
     Ok((
         IngestedFile {
             target: target.to_string(),
@@ -395,6 +425,18 @@ pub async fn validate_release(
     number: ReleaseNumber,
     now: UnixTime,
 ) -> anyhow::Result<Validation> {
+    validate_release_with_progress(origin, channel, number, now, &|_| {}).await
+}
+
+/// [`validate_release`], telling `progress` of each blob re-hashed and of the metadata check.
+pub async fn validate_release_with_progress(
+    origin: &Origin,
+    channel: &Channel,
+    number: ReleaseNumber,
+    now: UnixTime,
+    progress: &(dyn Fn(&Step<'_>) + Sync),
+) -> anyhow::Result<Validation> {
+    let name = format!("{}/{}", channel.0, number.0);
     let release = origin
         .catalog
         .release(channel, number)
@@ -402,7 +444,9 @@ pub async fn validate_release(
         .ok_or_else(|| anyhow!("no release {} on channel {}", number.0, channel.0))?;
     // Gate 1: every stored blob of the release re-hashed.
     let mut report = Validation::default();
-    for id in origin.catalog.release_blobs(channel, number).await? {
+    let ids = origin.catalog.release_blobs(channel, number).await?;
+    let total_chunks = Some(ids.len() as u64);
+    for id in ids {
         let bytes = origin
             .blobs
             .get_verified(&id, u64::from(ota_net::proto::MAX_BLOB_LEN))
@@ -410,7 +454,23 @@ pub async fn validate_release(
             .ok_or_else(|| anyhow!("blob {id} of the release is missing from the store"))?;
         report.chunks += 1;
         report.bytes += bytes.len() as u64;
+        progress(&Step {
+            phase: "rehash",
+            target: &name,
+            bytes: report.bytes,
+            total_bytes: None,
+            chunks: report.chunks,
+            total_chunks,
+        });
     }
+    progress(&Step {
+        phase: "metadata",
+        target: &name,
+        bytes: report.bytes,
+        total_bytes: Some(report.bytes),
+        chunks: report.chunks,
+        total_chunks,
+    });
     // Gate 2: the published metadata, from a device's point of view.
     let root = origin.dir.read("root.json")?;
     let mut updater = Updater::new(Limits::default(), &root, TrustedFiles::default())?;

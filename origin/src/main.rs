@@ -117,7 +117,7 @@ enum ReleaseCmd {
     Register(RegisterArgs),
     /// Run the validation gates (every chunk re-hashed, metadata checked from a device's point
     /// of view, compatibility and policy) and move the release to validation.
-    Validate(ReleaseId),
+    Validate(ValidateArgs),
     /// Widen a rollout: a percentage of the fleet, stable (everyone), or security (everyone at
     /// once; the manifest must say security).
     Promote(PromoteArgs),
@@ -145,6 +145,9 @@ struct CreateArgs {
     /// A device model the release is built for; repeat for several.
     #[arg(long = "model", required = true)]
     models: Vec<String>,
+    /// Progress and the result as JSON lines on stdout.
+    #[arg(long)]
+    json: bool,
     /// Mark as a security release.
     #[arg(long)]
     security: bool,
@@ -196,6 +199,15 @@ struct HaltArgs {
     /// Why, for the audit trail and the admin API.
     #[arg(long)]
     reason: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct ValidateArgs {
+    #[command(flatten)]
+    id: ReleaseId,
+    /// Progress and the result as JSON lines on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -544,6 +556,71 @@ async fn init(args: InitArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Progress of a long command: JSON lines on stdout with `--json`; otherwise one line kept
+/// up to date on stderr when it is a terminal (at most ten times a second), and nothing when
+/// it is not.
+struct Progress {
+    json: bool,
+    terminal: bool,
+    last: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl Progress {
+    fn new(json: bool) -> Self {
+        use std::io::IsTerminal as _;
+        Self {
+            json,
+            terminal: std::io::stderr().is_terminal(),
+            last: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// One JSON line on stdout.
+    fn line(&self, value: &serde_json::Value) {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{value}");
+        let _ = out.flush();
+    }
+
+    fn step(&self, step: &commands::Step<'_>) {
+        let finished = step.total_bytes == Some(step.bytes)
+            && (step.total_chunks.is_some() || step.phase == "ingest");
+        if self.json {
+            let mut value = serde_json::to_value(step).unwrap_or_default();
+            value["event"] = "progress".into();
+            self.line(&value);
+            return;
+        }
+        if !self.terminal {
+            return;
+        }
+        let mut last = self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        if !finished && last.is_some_and(|t| now.duration_since(t).as_millis() < 100) {
+            return;
+        }
+        *last = Some(now);
+        let of =
+            |n: Option<u64>, shift: u32| n.map_or(String::new(), |n| format!(" / {}", n >> shift));
+        eprint!(
+            "\r{} {}: {}{} MiB, {}{} chunks\x1b[K",
+            step.phase,
+            step.target,
+            step.bytes >> 20,
+            of(step.total_bytes, 20),
+            step.chunks,
+            of(step.total_chunks, 0),
+        );
+        if finished {
+            eprintln!();
+        }
+    }
+}
+
 fn release_id(id: &ReleaseId) -> (Channel, ReleaseNumber) {
     (Channel(id.channel.clone()), ReleaseNumber(id.release))
 }
@@ -577,18 +654,22 @@ async fn release(cmd: ReleaseCmd) -> anyhow::Result<()> {
                 },
                 expires: now().plus_secs(args.expires_days * 86_400),
             };
-            let progress = |target: &str, done: u64, total: u64| {
-                eprint!("\r{target}: {} / {} MiB", done >> 20, total >> 20);
-                if done == total {
-                    eprintln!();
-                }
-            };
-            let dir = commands::create_release(&origin, &create, now(), &progress).await?;
-            println!(
-                "draft release {} created; signing requests in {}",
-                create.number.0,
-                dir.display()
-            );
+            let progress = Progress::new(args.json);
+            let dir =
+                commands::create_release(&origin, &create, now(), &|s| progress.step(s)).await?;
+            if args.json {
+                progress.line(&serde_json::json!({
+                    "event": "created",
+                    "release": create.number.0,
+                    "requests": dir,
+                }));
+            } else {
+                println!(
+                    "draft release {} created; signing requests in {}",
+                    create.number.0,
+                    dir.display()
+                );
+            }
             Ok(())
         }
         ReleaseCmd::Register(args) => {
@@ -611,10 +692,24 @@ async fn release(cmd: ReleaseCmd) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        ReleaseCmd::Validate(id) => {
-            let origin = Origin::open(&id.data.data).await?;
-            let (channel, number) = release_id(&id);
-            let report = commands::validate_release(&origin, &channel, number, now()).await?;
+        ReleaseCmd::Validate(args) => {
+            let origin = Origin::open(&args.id.data.data).await?;
+            let (channel, number) = release_id(&args.id);
+            let progress = Progress::new(args.json);
+            let report =
+                commands::validate_release_with_progress(&origin, &channel, number, now(), &|s| {
+                    progress.step(s)
+                })
+                .await?;
+            if args.json {
+                progress.line(&serde_json::json!({
+                    "event": "validated",
+                    "release": number.0,
+                    "chunks": report.chunks,
+                    "bytes": report.bytes,
+                }));
+                return Ok(());
+            }
             println!(
                 "release {} validated: {} blobs ({} MiB) re-hashed, metadata verified as a device would",
                 number.0,

@@ -783,3 +783,101 @@ fn killed_release_create_leaves_nothing_half_published() {
     let list = ok(&["release", "list", "--data", data_s]);
     assert!(list.contains("draft"), "{list}");
 }
+
+/// `release create --json` and `release validate --json`: progress as JSON lines on stdout,
+/// then the result; every line parses, bytes only rise, and the last progress line of a
+/// phase is complete.
+#[test]
+fn release_create_and_validate_report_progress_as_json_lines() {
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("origin");
+    let data_s = data.to_str().unwrap();
+    let (authorities, root, director_root) = ceremony(&data, temp.path());
+    init(&data, &root, &director_root);
+    let image = temp.path().join("system.img");
+    let mut bytes = vec![0u8; 5 << 20];
+    blake3::Hasher::new()
+        .update(b"progress")
+        .finalize_xof()
+        .fill(&mut bytes);
+    std::fs::write(&image, &bytes).unwrap();
+    let id = ["--data", data_s, "--channel", "stable", "--release", "1"];
+    let artifact = format!("system={}", image.display());
+    let lines = |out: &str| -> Vec<serde_json::Value> {
+        out.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+            .collect()
+    };
+    let check = |events: &[serde_json::Value], phase: &str, result: &str| {
+        let progress: Vec<&serde_json::Value> = events
+            .iter()
+            .filter(|e| e["event"] == "progress" && e["phase"] == phase)
+            .collect();
+        assert!(progress.len() > 2, "{events:?}");
+        let bytes: Vec<u64> = progress
+            .iter()
+            .map(|e| e["bytes"].as_u64().unwrap())
+            .collect();
+        assert!(bytes.windows(2).all(|w| w[0] <= w[1]), "{bytes:?}");
+        let last = progress.last().unwrap();
+        assert_eq!(last["chunks"], last["total_chunks"], "{last}");
+        assert_eq!(events.last().unwrap()["event"], result, "{events:?}");
+        last["chunks"].as_u64().unwrap()
+    };
+    let created = lines(&ok(&[
+        &["release", "create"][..],
+        &id,
+        &["--version", "2026.11.1", "--model", "enigm-one", "--json"],
+        &["--artifact", &artifact],
+    ]
+    .concat()));
+    let ingested = check(&created, "ingest", "created");
+    let last = created.iter().rfind(|e| e["event"] == "progress").unwrap();
+    assert_eq!(last["bytes"], 5 << 20);
+    assert_eq!(last["total_bytes"], 5 << 20);
+    assert_eq!(last["target"], "artifacts/system-2026.11.1.img");
+
+    let requests = data.join("requests/stable/1");
+    let (signed_release, signed_targets) = (
+        temp.path().join("release.signed"),
+        temp.path().join("targets.signed"),
+    );
+    cosign(
+        &requests.join("release.request.json"),
+        "release",
+        &authorities.release,
+        &signed_release,
+    );
+    cosign(
+        &requests.join("targets.request.json"),
+        "targets",
+        &authorities.targets,
+        &signed_targets,
+    );
+    ok(&[
+        &["release", "register"][..],
+        &id,
+        &["--signed-release", signed_release.to_str().unwrap()],
+        &["--signed-targets", signed_targets.to_str().unwrap()],
+    ]
+    .concat());
+    let validated = lines(&ok(
+        &[&["release", "validate"][..], &id, &["--json"]].concat()
+    ));
+    let rehashed = check(&validated, "rehash", "validated");
+    assert_eq!(rehashed, ingested, "every blob ingested is re-hashed");
+    assert!(
+        validated
+            .iter()
+            .any(|e| e["event"] == "progress" && e["phase"] == "metadata")
+    );
+    let result = validated.last().unwrap();
+    assert_eq!(result["chunks"].as_u64(), Some(rehashed));
+    let last_rehash = validated
+        .iter()
+        .rfind(|e| e["event"] == "progress" && e["phase"] == "rehash")
+        .unwrap();
+    assert_eq!(result["bytes"], last_rehash["bytes"]);
+    // The chunks and the chunk index.
+    assert!(result["bytes"].as_u64().unwrap() > 5 << 20, "{result}");
+}
