@@ -5,3 +5,4 @@
 mod attacks;
 mod device;
 mod harness;
+mod live;
