@@ -69,6 +69,16 @@ enum Command {
         /// A LAN peer as ADDR=PIN (repeatable).
         #[arg(long = "peer", value_parser = parse_peer)]
         peers: Vec<PeerSpec>,
+        /// Find site caches on the LAN by libp2p mDNS (and `--bootstrap` nodes).
+        #[arg(long)]
+        discover: bool,
+        /// A discovery node to dial, as a TCP multiaddr (repeatable; implies discovery
+        /// through it, without mDNS unless `--discover`).
+        #[arg(long)]
+        bootstrap: Vec<ota_net::discovery::libp2p::Multiaddr>,
+        /// Milliseconds to wait for discovery to find a cache before the download starts.
+        #[arg(long, default_value_t = 2000)]
+        discover_wait_ms: u64,
         /// Check in once and exit (the default; kept for scripts that say so).
         #[arg(long)]
         once: bool,
@@ -145,9 +155,22 @@ fn main() -> ExitCode {
         Command::Update {
             state,
             peers,
+            discover,
+            bootstrap,
+            discover_wait_ms,
             once: _,
             json,
-        } => run_update(state, peers, json),
+        } => run_update(
+            state,
+            UpdateOptions {
+                peers,
+                discover,
+                bootstrap,
+                discover_wait: std::time::Duration::from_millis(discover_wait_ms),
+                ..UpdateOptions::default()
+            },
+            json,
+        ),
         Command::Status { state, json } => report(boot::status(&state, json)),
         Command::BootCheck { state, fail, json } => match boot::boot_check(&state, !fail, json) {
             Ok(code) => ExitCode::from(code),
@@ -205,7 +228,7 @@ fn parse_handle(text: &str) -> anyhow::Result<ota_core::director::DeviceHandle> 
     Ok(ota_core::director::DeviceHandle(bytes))
 }
 
-fn run_update(state: PathBuf, peers: Vec<PeerSpec>, json: bool) -> ExitCode {
+fn run_update(state: PathBuf, options: UpdateOptions, json: bool) -> ExitCode {
     let progress = if json {
         Progress::json()
     } else {
@@ -236,10 +259,6 @@ fn run_update(state: PathBuf, peers: Vec<PeerSpec>, json: bool) -> ExitCode {
             eprintln!("ota-device: cannot start the runtime: {error}");
             return ExitCode::from(2);
         }
-    };
-    let options = UpdateOptions {
-        peers,
-        ..UpdateOptions::default()
     };
     let (report, result) = runtime.block_on(update::run(&dir, &options, &progress));
     progress.finish();

@@ -60,6 +60,12 @@ pub struct PeerSpec {
 pub struct UpdateOptions {
     /// LAN peers to use.
     pub peers: Vec<PeerSpec>,
+    /// Find site caches by libp2p discovery (mDNS on the LAN, and `bootstrap`).
+    pub discover: bool,
+    /// Discovery nodes to dial (TCP multiaddrs, e.g. `/ip4/192.0.2.7/tcp/4001`).
+    pub bootstrap: Vec<ota_net::discovery::libp2p::Multiaddr>,
+    /// How long to wait for discovery to find a cache before the download starts.
+    pub discover_wait: std::time::Duration,
     /// The fetch scheduler's tuning.
     pub scheduler: Config,
 }
@@ -311,6 +317,24 @@ impl Session<'_> {
                 .map_err(UpdateError::Metadata)?
         };
 
+        // Discovery runs while the device checks in and refreshes its metadata.
+        let discovery = if self.options.discover || !self.options.bootstrap.is_empty() {
+            let mut config = ota_net::discovery::DiscoveryConfig::device();
+            config.mdns = self.options.discover;
+            config.bootstrap = self.options.bootstrap.clone();
+            match ota_net::discovery::Discovery::spawn(config).await {
+                Ok((handle, _events)) => Some(handle),
+                Err(error) => {
+                    // Discovery is an optimisation: the update goes on without it.
+                    self.progress
+                        .event("discovery_failed", json!({ "reason": error.to_string() }));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+
         // Check-in.
         self.progress
             .event("check_in", json!({ "origin": state.config.origin }));
@@ -423,7 +447,11 @@ impl Session<'_> {
         }
 
         // Sources: the active slot, LAN peers, the HTTP mirror, the origin.
-        let mut sources = self.sources(&slots, &origin).await?;
+        let found = match &discovery {
+            Some(handle) => self.found_caches(handle).await,
+            None => Vec::new(),
+        };
+        let mut sources = self.sources(&slots, &origin, &found).await?;
 
         // The chunk indexes, each verified against the signed chunk tree.
         let mut verifiers = Vec::new();
@@ -517,7 +545,38 @@ impl Session<'_> {
         Ok(())
     }
 
-    async fn sources(&self, slots: &Slots, origin: &Client) -> Result<Sources, UpdateError> {
+    /// The caches discovery found, waiting up to the configured time for the first one.
+    async fn found_caches(&self, handle: &ota_net::discovery::DiscoveryHandle) -> Vec<PeerSpec> {
+        let deadline = Instant::now() + self.options.discover_wait;
+        loop {
+            let caches = handle.caches();
+            if !caches.is_empty() || Instant::now() >= deadline {
+                let found: Vec<PeerSpec> = caches
+                    .iter()
+                    .filter_map(|c| {
+                        c.quic.first().map(|addr| PeerSpec {
+                            addr: *addr,
+                            pin: c.pin,
+                        })
+                    })
+                    .filter(|p| !self.options.peers.iter().any(|q| q.addr == p.addr))
+                    .collect();
+                self.progress.event(
+                    "discovered",
+                    json!({ "caches": found.iter().map(|p| p.addr.to_string()).collect::<Vec<_>>() }),
+                );
+                return found;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn sources(
+        &self,
+        slots: &Slots,
+        origin: &Client,
+        found: &[PeerSpec],
+    ) -> Result<Sources, UpdateError> {
         let mut list = Vec::new();
         let mut next = 0u32;
         let mut id = || {
@@ -535,27 +594,38 @@ impl Session<'_> {
             });
         }
         let mut dropped = Vec::new();
-        if !self.options.peers.is_empty() {
+        let peers: Vec<(PeerSpec, String)> = self
+            .options
+            .peers
+            .iter()
+            .map(|p| (*p, peer_name(p.addr)))
+            .chain(
+                found
+                    .iter()
+                    .map(|p| (*p, format!("{} (discovered)", peer_name(p.addr)))),
+            )
+            .collect();
+        if !peers.is_empty() {
             let connector = Connector::bind(
                 SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
                 ClientConfig::default(),
             )
             .map_err(UpdateError::Origin)?;
-            for peer in &self.options.peers {
+            for (peer, name) in peers {
                 let sid = id();
                 match connector.connect(peer.addr, peer.pin).await {
                     Ok(client) => list.push(Source {
                         id: sid,
                         kind: SourceKind::LanPeer,
-                        name: peer_name(peer.addr),
+                        name,
                         transport: Transport::Quic(client),
                     }),
                     Err(error) => {
                         self.progress.event(
                             "source_dropped",
-                            json!({ "source": peer_name(peer.addr), "reason": error.to_string() }),
+                            json!({ "source": name, "reason": error.to_string() }),
                         );
-                        dropped.push((peer_name(peer.addr), error.to_string()));
+                        dropped.push((name, error.to_string()));
                     }
                 }
             }

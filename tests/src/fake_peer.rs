@@ -52,6 +52,10 @@ pub struct Served {
 #[derive(Debug)]
 pub struct FakePeer {
     server: Option<Server>,
+    discovery: Option<(
+        ota_net::discovery::DiscoveryHandle,
+        ota_net::discovery::DiscoveryEvents,
+    )>,
     runtime: Option<tokio::runtime::Runtime>,
     /// Its QUIC address.
     pub addr: SocketAddr,
@@ -76,6 +80,7 @@ impl FakePeer {
             addr: server.local_addr(),
             pin: server.pin().to_string(),
             server: Some(server),
+            discovery: None,
             runtime: Some(runtime),
             served,
         }
@@ -90,10 +95,38 @@ impl FakePeer {
     pub fn served_blobs(&self) -> Vec<ChunkId> {
         lock(&self.served.blobs).clone()
     }
+
+    /// Start a libp2p discovery node advertising this peer as a site cache (listening on
+    /// loopback TCP, without mDNS); returns its multiaddr for `ota-device update --bootstrap`.
+    /// The node runs as long as the peer.
+    pub fn advertise(&mut self) -> String {
+        use ota_net::discovery::{Advertisement, Discovery, DiscoveryConfig, Role};
+        let mut config = DiscoveryConfig::cache(
+            "127.0.0.1:0".parse().expect("an address"),
+            Advertisement {
+                quic: vec![self.addr],
+                pin: self.pin.parse().expect("a pin"),
+                role: Role::SiteCache,
+            },
+        );
+        config.mdns = false;
+        let runtime = self.runtime.as_ref().expect("running");
+        let (handle, events) = runtime
+            .block_on(Discovery::spawn(config))
+            .expect("start the discovery node");
+        let addr = handle
+            .listen_addrs()
+            .first()
+            .expect("it listens")
+            .to_string();
+        self.discovery = Some((handle, events));
+        addr
+    }
 }
 
 impl Drop for FakePeer {
     fn drop(&mut self) {
+        drop(self.discovery.take());
         drop(self.server.take());
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_timeout(Duration::from_millis(100));

@@ -442,7 +442,7 @@ fn device_finishes_from_a_peer_when_the_origin_dies() {
 fn device_killed_at_twenty_random_points_resumes_without_refetching() {
     let temp = tempfile::tempdir().unwrap();
     let fixture = OriginFixture::new(temp.path());
-    let image = test_image("killed", 24 << 20);
+    let image = test_image("killed", 64 << 20);
     let path = published(temp.path(), "system.img", &image);
     fixture.release("stable", 1, &[("system", &path)], &[]);
     fixture.promote("stable", 1, &["--stable"]);
@@ -488,11 +488,12 @@ fn device_killed_at_twenty_random_points_resumes_without_refetching() {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        seed % max
+        seed % max.max(1)
     };
+    let journal_len = || std::fs::metadata(&journal_path).map_or(0, |m| m.len());
     let mut kills = 0;
     let mut finished = false;
-    for _ in 0..20 {
+    for round in 0..20 {
         let verified_before = journalled();
         let served_before = peer.served_blobs().len();
         let mut child = Proc::spawn(
@@ -507,19 +508,40 @@ fn device_killed_at_twenty_random_points_resumes_without_refetching() {
                     &peer.peer_arg(),
                 ])
                 .stdout(Stdio::null())
-                .stderr(Stdio::null()),
+                .stderr(std::fs::File::create(temp.path().join("update.err")).unwrap()),
         );
-        let delay = Duration::from_millis(50 + random(400));
-        let start = Instant::now();
-        while start.elapsed() < delay && child.try_wait().is_none() {
-            std::thread::sleep(Duration::from_millis(5));
+        if round % 4 == 3 {
+            // Before the download: during check-in, refresh, index or resume.
+            let delay = Duration::from_millis(random(300));
+            let start = Instant::now();
+            while start.elapsed() < delay && child.try_wait().is_none() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        } else {
+            // During the download: once 1 to 64 more chunks are journalled, then a little later.
+            let target = journal_len().max(journal::HEADER_LEN as u64)
+                + (1 + random(64)) * journal::RECORD_LEN as u64;
+            let start = Instant::now();
+            while journal_len() < target
+                && child.try_wait().is_none()
+                && start.elapsed() < Duration::from_secs(30)
+            {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            std::thread::sleep(Duration::from_millis(random(30)));
         }
         if let Some(status) = child.try_wait() {
-            assert!(status.success(), "a resumed update failed: {status}");
+            assert!(
+                status.success(),
+                "a resumed update failed: {status}: {}",
+                std::fs::read_to_string(temp.path().join("update.err")).unwrap()
+            );
             finished = true;
         } else {
             child.kill();
             kills += 1;
+            // Killed after the slot was marked pending, before it exited: the work is done.
+            finished = !device.slots()["pending"].is_null();
         }
         let fetched_again: Vec<ChunkId> = peer.served_blobs()[served_before..]
             .iter()
@@ -837,4 +859,36 @@ fn device_survives_bad_input() {
     disk.resize("32m");
     device.update_ok(&[]);
     assert_eq!(device.image("B", "system"), image);
+}
+
+#[test]
+fn device_finds_a_cache_by_discovery() {
+    let temp = tempfile::tempdir().unwrap();
+    let fixture = OriginFixture::new(temp.path());
+    let image = test_image("discovery", 3 << 20);
+    let path = published(temp.path(), "system.img", &image);
+    fixture.release("stable", 1, &[("system", &path)], &[]);
+    fixture.promote("stable", 1, &["--stable"]);
+    let served = fixture.serve();
+    let (addr, pin) = origin_args(&served);
+    let mut peer = FakePeer::start(&fixture.data.join("blobs"), Mode::Honest);
+    // On loopback mDNS finds nothing (it runs on the LAN interfaces): the device dials the
+    // cache's discovery node, which advertises the cache's QUIC address and pin.
+    let node = peer.advertise();
+    let device = Device::new(temp.path(), "device", &fixture, &addr, &pin, None);
+    let report = device.update_ok(&["--bootstrap", &node, "--discover-wait-ms", "10000"]);
+    assert_eq!(device.image("B", "system"), image);
+    let name = format!("peer {} (discovered)", peer.addr);
+    let cache = report["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("{name} not among the sources: {report}"));
+    assert_eq!(cache["kind"], "lan_peer");
+    assert!(
+        kind_bytes(&report, "lan_peer") > image.len() as u64 / 2,
+        "{report}"
+    );
 }

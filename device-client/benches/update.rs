@@ -1,0 +1,233 @@
+//! Update throughput from a local source and peak memory, against the physical limits
+//! measured in the same run.
+//!
+//! A 1 GiB artifact (override with `OTA_BENCH_MIB`) is cut and indexed as the origin would;
+//! then a child process (so that its peak RSS is the update's alone) writes it into an
+//! inactive slot with `ota_device::download` from the active slot as its only source: every
+//! chunk read, verified against its id, written at its offsets, journalled, then the whole
+//! artifact read back and checked against its SHA-256 and BLAKE3. The limits: raw BLAKE3 on
+//! one thread over memory (the per-chunk check the device does), and raw sequential write
+//! speed to a file of the same file system, synced. Targets: throughput at least 0.8 × the
+//! slower limit; peak RSS under 64 MiB.
+//!
+//! Run: `cargo bench -p ota-device --bench update`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashSet;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ota_core::chunk::{ArtifactChunks, ChunkVerifier, ChunkingParams, Ingest};
+use ota_core::digest::Sha256Hash;
+use ota_core::fetch::{Config, SourceId, SourceKind};
+use ota_core::tuf::testkit::assume_verified;
+use ota_device::download::{self, Job, Sources};
+use ota_device::progress::Progress;
+use ota_device::source::{LocalChunks, Source, Transport};
+use serde::{Deserialize, Serialize};
+
+const PIECE: usize = 4 << 20;
+
+#[derive(Serialize, Deserialize)]
+struct Prepared {
+    length: u64,
+    sha256: Sha256Hash,
+    chunks: ArtifactChunks,
+}
+
+fn main() {
+    if let Some(dir) = std::env::var_os("OTA_BENCH_CHILD") {
+        child(Path::new(&dir));
+        return;
+    }
+    let mib: u64 = std::env::var("OTA_BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    let len = mib << 20;
+    let dir = tempfile::Builder::new()
+        .prefix("ota-device-bench")
+        .tempdir_in(
+            std::env::var_os("OTA_BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from),
+        )
+        .unwrap();
+
+    // The artifact, cut and indexed (the old slot holds it: a local source for every chunk).
+    let artifact_path = dir.path().join("active.img");
+    let mut file = std::fs::File::create(&artifact_path).unwrap();
+    let mut ingest = Ingest::new_parallel(ChunkingParams::DEFAULT);
+    let mut piece = vec![0u8; PIECE];
+    let mut xof = blake3::Hasher::new().update(b"bench image").finalize_xof();
+    let mut written = 0u64;
+    while written < len {
+        let n = (len - written).min(PIECE as u64) as usize;
+        xof.fill(&mut piece[..n]);
+        file.write_all(&piece[..n]).unwrap();
+        ingest
+            .update(&piece[..n], |_| Ok::<(), std::convert::Infallible>(()))
+            .unwrap();
+        written += n as u64;
+    }
+    file.sync_all().unwrap();
+    drop(file);
+    let ingested = ingest
+        .finish(|_| Ok::<(), std::convert::Infallible>(()))
+        .unwrap();
+    std::fs::write(dir.path().join("index"), &ingested.index).unwrap();
+    std::fs::write(
+        dir.path().join("prepared.json"),
+        serde_json::to_vec(&Prepared {
+            length: ingested.length,
+            sha256: ingested.sha256,
+            chunks: ingested.chunks.clone(),
+        })
+        .unwrap(),
+    )
+    .unwrap();
+
+    // The update, in a child process.
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .env("OTA_BENCH_CHILD", dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the update failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let secs = result["secs"].as_f64().unwrap();
+    let peak = result["peak_rss"].as_u64().unwrap_or(0);
+    let _ = std::fs::remove_file(dir.path().join("inactive.img"));
+
+    // The limits: BLAKE3 on one thread, and a synced sequential write.
+    let buffer = {
+        let mut b = vec![0u8; 16 << 20];
+        blake3::Hasher::new()
+            .update(b"limit")
+            .finalize_xof()
+            .fill(&mut b);
+        b
+    };
+    let start = Instant::now();
+    let mut hashed = 0u64;
+    while hashed < len {
+        let n = (len - hashed).min(buffer.len() as u64) as usize;
+        std::hint::black_box(blake3::hash(&buffer[..n]));
+        hashed += n as u64;
+    }
+    let blake3_rate = len as f64 / start.elapsed().as_secs_f64();
+    let raw_path = dir.path().join("raw-write");
+    let start = Instant::now();
+    let mut raw = std::fs::File::create(&raw_path).unwrap();
+    let mut done = 0u64;
+    while done < len {
+        let n = (len - done).min(PIECE as u64) as usize;
+        raw.write_all(&buffer[..n]).unwrap();
+        done += n as u64;
+    }
+    raw.sync_all().unwrap();
+    let write_rate = len as f64 / start.elapsed().as_secs_f64();
+    drop(raw);
+
+    let rate = len as f64 / secs;
+    let limit = blake3_rate.min(write_rate);
+    let mib_s = |r: f64| r / f64::from(1 << 20);
+    println!(
+        "update of a {mib} MiB artifact from the local slot (every chunk read, verified, written, journalled; whole artifact re-checked):"
+    );
+    println!("  throughput       {:8.1} MiB/s", mib_s(rate));
+    println!(
+        "  raw BLAKE3       {:8.1} MiB/s (one thread)",
+        mib_s(blake3_rate)
+    );
+    println!(
+        "  raw write        {:8.1} MiB/s (sequential, synced)",
+        mib_s(write_rate)
+    );
+    println!(
+        "  ratio            {:8.2} of the slower limit (target >= 0.80): {}",
+        rate / limit,
+        if rate >= 0.8 * limit {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+    println!(
+        "  peak RSS         {:8.1} MiB (target < 64 MiB): {}",
+        peak as f64 / f64::from(1 << 20),
+        if peak > 0 && peak < 64 << 20 {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+}
+
+fn child(dir: &Path) {
+    let prepared: Prepared =
+        serde_json::from_slice(&std::fs::read(dir.join("prepared.json")).unwrap()).unwrap();
+    let index = std::fs::read(dir.join("index")).unwrap();
+    let artifact = assume_verified(
+        "artifacts/bench.img",
+        prepared.length,
+        prepared.sha256,
+        prepared.chunks,
+    );
+    let verifier = ChunkVerifier::new(&artifact, &index).unwrap();
+    drop(index);
+    let mut local = LocalChunks::default();
+    local
+        .files
+        .push(std::fs::File::open(dir.join("active.img")).unwrap());
+    let mut holdings = HashSet::new();
+    for entry in verifier.index().entries() {
+        local
+            .chunks
+            .entry(*entry.id())
+            .or_insert((0, entry.offset(), entry.len()));
+        holdings.insert(*entry.id());
+    }
+    let mut sources = Sources::new(
+        vec![Source {
+            id: SourceId(0),
+            kind: SourceKind::LocalSlot,
+            name: "local slot".into(),
+            transport: Transport::Local(Arc::new(local)),
+        }],
+        holdings,
+    );
+    let job = Job {
+        artifact: &artifact,
+        verifier: &verifier,
+        slot_file: dir.join("inactive.img"),
+        journal_file: dir.join("journal"),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let report = runtime
+        .block_on(download::download(
+            &job,
+            &mut sources,
+            Config::default(),
+            &Progress::quiet(),
+        ))
+        .unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(
+        report.bytes_by_kind.get(&SourceKind::LocalSlot),
+        Some(&prepared.length)
+    );
+    println!(
+        "{}",
+        serde_json::json!({ "secs": secs, "peak_rss": ota_device::update::peak_rss() })
+    );
+}
