@@ -364,6 +364,9 @@ const MAX_TRACKED_PEERS: usize = 1024;
 /// The most addresses taken from one peer's identify or mDNS answer.
 const MAX_ADDRS_PER_PEER: usize = 8;
 
+/// Refused records after which a peer's connections are closed.
+const MAX_REFUSALS: u32 = 3;
+
 /// The advertisement request: one version byte.
 const ADVERTISEMENT_REQUEST: u8 = 1;
 
@@ -464,6 +467,8 @@ struct PeerState {
     asked: bool,
     /// Kademlia was bootstrapped from it.
     bootstrapped: bool,
+    /// Records from it refused on the current connections.
+    refusals: u32,
 }
 
 struct Node {
@@ -593,6 +598,7 @@ impl Node {
                 remote_ip: None,
                 asked: false,
                 bootstrapped: false,
+                refusals: 0,
             },
         );
         true
@@ -825,8 +831,7 @@ impl Node {
         let advertisement = match Advertisement::decode(bytes) {
             Ok(ad) => ad,
             Err(error) => {
-                tracing::warn!(%peer, %error, "discovery.advertisement refused");
-                self.emit(DiscoveryEvent::Refused { peer, error });
+                self.refuse(peer, error, "advertisement");
                 return;
             }
         };
@@ -842,9 +847,7 @@ impl Node {
             })
             .collect();
         if quic.is_empty() {
-            let error = RecordError::NoAddress;
-            tracing::warn!(%peer, %error, "discovery.advertisement refused");
-            self.emit(DiscoveryEvent::Refused { peer, error });
+            self.refuse(peer, RecordError::NoAddress, "advertisement");
             return;
         }
         let found = FoundCache {
@@ -883,11 +886,7 @@ impl Node {
                 gossipsub::MessageAcceptance::Accept
             }
             Err(error) => {
-                tracing::warn!(peer = %forwarder, %error, "discovery.announcement refused");
-                self.emit(DiscoveryEvent::Refused {
-                    peer: forwarder,
-                    error,
-                });
+                self.refuse(forwarder, error, "announcement");
                 gossipsub::MessageAcceptance::Reject
             }
         };
@@ -896,6 +895,22 @@ impl Node {
             .behaviour_mut()
             .gossipsub
             .report_message_validation_result(id, &forwarder, verdict);
+    }
+
+    /// Reports a refused record and drops the peer's connections once it has sent
+    /// [`MAX_REFUSALS`]: nodes of this version validate before they forward, so a peer that
+    /// keeps sending bad records is broken or hostile.
+    fn refuse(&mut self, peer: PeerId, error: RecordError, what: &str) {
+        tracing::warn!(%peer, %error, record = what, "discovery.record refused");
+        self.emit(DiscoveryEvent::Refused { peer, error });
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        state.refusals += 1;
+        if state.refusals >= MAX_REFUSALS {
+            tracing::warn!(%peer, refusals = state.refusals, "discovery.peer dropped");
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
     }
 }
 

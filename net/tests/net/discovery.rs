@@ -20,7 +20,7 @@ use ota_net::discovery::{
     DiscoveryConfig, DiscoveryError, DiscoveryEvent, DiscoveryEvents, DiscoveryHandle, FoundCache,
     MAX_ADVERTISEMENT_LEN, MAX_ANNOUNCEMENT_LEN, RecordError, Role,
 };
-use ota_net::quic::CertPin;
+use ota_net::quic::{CertPin, Identity, NodeKey};
 
 /// Long enough for a loaded 2-core CI machine; the happy path takes milliseconds.
 const WAIT: Duration = Duration::from_secs(20);
@@ -141,6 +141,33 @@ async fn bootstrap_address_without_peer_id_is_enough() {
     assert_eq!(found.pin, pin(2));
     device.shutdown().await;
     cache.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_node_key_is_the_libp2p_identity() {
+    // A cache that passes its QUIC node key keeps its peer id across restarts, and the peer
+    // id is that key's Ed25519 public key.
+    let key = NodeKey::from_seed([9; 32]);
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let mut config = DiscoveryConfig::cache(LOOPBACK, advertisement(5100, 4, Role::SiteCache));
+        config.mdns = false;
+        config.node_key = Some(key.clone());
+        let (node, _events) = Discovery::spawn(config).await.unwrap();
+        ids.push(node.peer_id());
+        node.shutdown().await;
+    }
+    assert_eq!(ids[0], ids[1]);
+    let public = Identity::from_node_key(&key).unwrap().public_key();
+    let expected = PeerId::from_public_key(
+        &libp2p::identity::ed25519::PublicKey::try_from_bytes(&public)
+            .unwrap()
+            .into(),
+    );
+    assert_eq!(ids[0], expected);
+    let (fresh, _events) = device(vec![]).await;
+    assert_ne!(fresh.peer_id(), ids[0]);
+    fresh.shutdown().await;
 }
 
 #[tokio::test]
@@ -412,6 +439,10 @@ async fn hostile(answer: Vec<u8>, gossip: Option<Vec<u8>>) -> Hostile {
     let peer = *swarm.local_peer_id();
     let task = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
+        // Gossip only once an advertisement was asked for and answered, so the asker has
+        // taken it (or refused it) first.
+        let mut answered = false;
+        let mut sent: u64 = 0;
         loop {
             tokio::select! {
                 event = swarm.select_next_some() => {
@@ -426,11 +457,18 @@ async fn hostile(answer: Vec<u8>, gossip: Option<Vec<u8>>) -> Hostile {
                             .behaviour_mut()
                             .advertisement
                             .send_response(channel, answer.clone());
+                        answered = true;
                     }
                 }
                 _ = tick.tick() => {
-                    if let Some(bytes) = &gossip {
-                        let _ = swarm.behaviour_mut().gossipsub.publish(topic.clone(), bytes.clone());
+                    if let Some(bytes) = gossip.as_ref().filter(|_| answered) {
+                        // A different message each time (ids are content hashes, and a
+                        // repeated message is only a duplicate).
+                        sent += 1;
+                        let mut bytes = bytes.clone();
+                        let n = bytes.len().min(8);
+                        bytes[..n].copy_from_slice(&sent.to_le_bytes()[..n]);
+                        let _ = swarm.behaviour_mut().gossipsub.publish(topic.clone(), bytes);
                     }
                 }
             }
@@ -499,6 +537,12 @@ async fn a_garbage_announcement_is_refused_and_not_passed_on() {
         vec![sender.addr.clone()],
     )
     .await;
+    wait_for(
+        &mut events,
+        "the sender's advertisement",
+        found(sender.peer),
+    )
+    .await;
     let error = wait_for(&mut events, "the refusal", |e| match e {
         DiscoveryEvent::Refused { peer, error } if *peer == sender.peer => Some(error.clone()),
         DiscoveryEvent::Announcement { announcement, .. } => {
@@ -514,6 +558,18 @@ async fn a_garbage_announcement_is_refused_and_not_passed_on() {
             max: MAX_ANNOUNCEMENT_LEN
         }
     );
+    // It keeps sending: after the third refusal its connection is closed, and the cache it
+    // claimed to be is gone with it.
+    let gone = sender.peer;
+    wait_for(&mut events, "the sender to be dropped", |e| match e {
+        DiscoveryEvent::CacheGone { peer } if *peer == gone => Some(()),
+        DiscoveryEvent::Announcement { announcement, .. } => {
+            panic!("garbage taken as {announcement:?}")
+        }
+        _ => None,
+    })
+    .await;
+    assert!(cache_node.caches().iter().all(|c| c.peer != gone));
     cache_node.shutdown().await;
 }
 
