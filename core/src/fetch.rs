@@ -17,7 +17,9 @@
 //! **Policies.** Per-source concurrency (chunks in flight). Throughput measured per source.
 //! A request that takes longer than `slow_factor` times its expected time (at the source's
 //! measured throughput, never less than `timeout_floor`) is *overdue*: the request stays open
-//! (the bytes may still come) and the chunk is also asked elsewhere.
+//! (the bytes may still come) and the chunk is also asked elsewhere. The expected time counts
+//! the bytes queued ahead of the chunk at that source when it was asked: a source sends its
+//! requests in order, so a deep queue at a busy cache is not a slow cache.
 //!
 //! - **Stalls strike once.** The requests that go overdue at one source in one stall count as
 //!   one strike, however many there are. A stall that goes on (nothing delivered) strikes
@@ -197,8 +199,8 @@ struct Source {
     kind: SourceKind,
     max_in_flight: usize,
     holdings: Holdings,
-    /// In-flight chunk indices and when they were asked.
-    in_flight: HashMap<usize, Millis>,
+    /// In-flight chunk indices, when they were asked and what the source had to send first.
+    in_flight: HashMap<usize, Asked>,
     banned: Option<BanReason>,
     /// Dropped for good by the driver.
     removed: bool,
@@ -217,8 +219,15 @@ struct Source {
     demotions: u32,
     /// Whether it was ever demoted in this update.
     ever_slow: bool,
-    /// Measured throughput in bytes per second (0 until measured).
+    /// Measured throughput in bytes per second (0 until measured): `window_bytes` over
+    /// `window_ms`.
     rate: u64,
+    /// Bytes and milliseconds of recent deliveries, each decayed by 7/8 per delivery. The
+    /// rate is their ratio, not an average of per-chunk rates: a cache sends in bursts (what
+    /// it holds at once, what it fetches at its uplink's pace), and an average of rates is
+    /// ruled by the bursts, overrating the source many times over.
+    window_bytes: u64,
+    window_ms: u64,
     last_arrival: Option<Millis>,
     bytes: u64,
     chunks: u64,
@@ -263,11 +272,41 @@ impl Source {
         }
     }
 
-    fn deadline(&self, asked: Millis, len: u32, config: &Config) -> Millis {
+    /// When a chunk asked as `asked` is overdue: `slow_factor` times the time the source
+    /// needs, at its measured rate, to send the chunk and everything queued ahead of it then,
+    /// and never before `timeout_floor`. Counting the queue matters: a source that answers
+    /// its requests in order sends the last of 64 queued chunks 64 chunk-times after it was
+    /// asked, however fast it is; judged by its own length alone that chunk would go overdue
+    /// at any link slower than 64 chunks per floor, and be fetched a second time elsewhere.
+    fn deadline(&self, asked: Asked, len: u32, config: &Config) -> Millis {
         // Unmeasured (rate 0): only the floor applies.
-        let expected = (u64::from(len) * 1000).checked_div(self.rate).unwrap_or(0);
-        Millis(asked.0 + (expected * config.slow_factor).max(config.timeout_floor))
+        let expected = ((asked.ahead + u64::from(len)) * 1000)
+            .checked_div(self.rate)
+            .unwrap_or(0);
+        Millis(
+            asked.at.0.saturating_add(
+                expected
+                    .saturating_mul(config.slow_factor)
+                    .max(config.timeout_floor),
+            ),
+        )
     }
+
+    /// Bytes asked of this source and not yet delivered.
+    fn queued_bytes(&self, chunks: &[Chunk]) -> u64 {
+        self.in_flight
+            .keys()
+            .map(|&c| u64::from(chunks[c].need.len))
+            .sum()
+    }
+}
+
+/// When a chunk was asked of a source, and the bytes in flight at that source before it
+/// (which the source sends first).
+#[derive(Debug, Clone, Copy)]
+struct Asked {
+    at: Millis,
+    ahead: u64,
 }
 
 #[derive(Debug)]
@@ -373,6 +412,8 @@ impl Scheduler {
             demotions: 0,
             ever_slow: false,
             rate: 0,
+            window_bytes: 0,
+            window_ms: 0,
             last_arrival: None,
             bytes: 0,
             chunks: 0,
@@ -462,15 +503,12 @@ impl Scheduler {
                     // upstream is over): back at its tier on probation.
                     src.strikes = src.strikes.min(self.config.max_strikes.saturating_sub(1));
                 }
-                if let Some(asked) = asked {
+                if let Some(asked) = asked.map(|a| a.at) {
                     let start = src.last_arrival.map_or(asked, |l| l.max(asked));
                     let elapsed = now.0.saturating_sub(start.0).max(1);
-                    let sample = len * 1000 / elapsed;
-                    src.rate = if src.rate == 0 {
-                        sample
-                    } else {
-                        (src.rate * 7 + sample) / 8
-                    };
+                    src.window_bytes = src.window_bytes - src.window_bytes / 8 + len;
+                    src.window_ms = src.window_ms - src.window_ms / 8 + elapsed;
+                    src.rate = src.window_bytes * 1000 / src.window_ms.max(1);
                     src.last_arrival = Some(now);
                 }
                 if self.chunks[c].done {
@@ -768,11 +806,15 @@ impl Scheduler {
                 continue;
             }
             let source_id = self.sources[s].id;
+            let mut ahead = self.sources[s].queued_bytes(&self.chunks);
             let ids = batch
                 .iter()
                 .map(|&c| {
                     self.chunks[c].holders.push(source_id);
-                    self.sources[s].in_flight.insert(c, now);
+                    self.sources[s]
+                        .in_flight
+                        .insert(c, Asked { at: now, ahead });
+                    ahead += u64::from(self.chunks[c].need.len);
                     self.chunks[c].need.id
                 })
                 .collect();
@@ -1095,6 +1137,62 @@ mod tests {
         // The overdue chunks were asked of the origin meanwhile.
         let (hedged, _) = drain(&mut s);
         assert!(!hedged.is_empty() && hedged.iter().all(|(src, _)| *src == ORIGIN));
+    }
+
+    #[test]
+    fn a_deep_queue_at_a_steady_peer_is_not_overdue() {
+        // 64 chunks of 64 KiB queued at a peer that sends 512 KiB/s, in order and in bursts
+        // (four chunks at once every half second, as a cache passes on what its uplink
+        // brought): each chunk arrives 8 s after it was asked (63 ahead of it), past the 5 s
+        // floor, while the peer delivers steadily. Not overdue, so nothing is fetched a second
+        // time at the origin (over the same uplink the cache fills through).
+        let mut s = Scheduler::new(Config::default(), needs(400));
+        s.add_source(Millis(0), PEER, SourceKind::LanPeer, 64, Holdings::Any);
+        s.add_source(Millis(0), ORIGIN, SourceKind::Origin, 64, Holdings::Any);
+        s.start(Millis(0));
+        let mut queue: VecDeque<(SourceId, ChunkId)> = VecDeque::new();
+        let mut now = 0u64;
+        let mut seen = Vec::new();
+        loop {
+            let (requests, other) = drain(&mut s);
+            seen.extend(other);
+            assert!(
+                requests.iter().all(|(src, _)| *src == PEER),
+                "at {now} ms a chunk was asked of the origin"
+            );
+            queue.extend(requests);
+            if queue.is_empty() {
+                break;
+            }
+            let next = now + 500;
+            while let Some(t) = s.poll_timeout().filter(|t| t.0 <= next) {
+                s.handle_timeout(t);
+                now = t.0;
+                let (requests, _) = drain(&mut s);
+                assert!(
+                    requests.iter().all(|(src, _)| *src == PEER),
+                    "at {now} ms a chunk went overdue at the steady peer"
+                );
+                queue.extend(requests);
+            }
+            now = next;
+            for _ in 0..4 {
+                if let Some((src, id)) = queue.pop_front() {
+                    s.handle_chunk(Millis(now), src, &id, ChunkOutcome::Verified);
+                }
+            }
+        }
+        assert_eq!(seen, [Action::Complete]);
+        let report = s.report();
+        assert_eq!(report.bytes_by_kind[&SourceKind::LanPeer], 400 * 65_536);
+        assert_eq!(report.duplicate_bytes, 0);
+        assert!(!source(&s, PEER).ever_slow);
+        // The measured rate is the delivery rate, not the bursts' (four chunks in 1 ms).
+        let rate = source(&s, PEER).rate;
+        assert!(
+            (400_000..=700_000).contains(&rate),
+            "measured {rate} B/s for 524 288 B/s"
+        );
     }
 
     #[test]
