@@ -58,10 +58,14 @@ impl Handler for PeerHandler {
             .client()
             .await
             .map_err(|e| unavailable("relay a challenge", &e))?;
-        let nonce = client.challenge().await.map_err(|e| {
-            Metrics::inc(&self.metrics.relay_failures);
-            unavailable("relay a challenge", &e)
-        })?;
+        let nonce = match client.challenge().await {
+            Ok(nonce) => nonce,
+            Err(e) => {
+                Metrics::inc(&self.metrics.relay_failures);
+                self.origin.reconnect_later(&e).await;
+                return Err(unavailable("relay a challenge", &e));
+            }
+        };
         Metrics::inc(&self.metrics.relayed);
         debug!(remote = %conn.remote, "challenge relayed");
         Ok(nonce)
@@ -93,14 +97,18 @@ impl Handler for PeerHandler {
             .client()
             .await
             .map_err(|e| unavailable("relay a request", &e))?;
-        let answer = client
+        let answer = match client
             .relayed(&self.node_key, kind, conn.binding, request.clone())
             .await
-            .map_err(|e| {
+        {
+            Ok(answer) => answer,
+            Err(e) => {
                 Metrics::inc(&self.metrics.relay_failures);
                 warn!(error = %e, "relaying a signed request");
-                unavailable("relay a request", &e)
-            })?;
+                self.origin.reconnect_later(&e).await;
+                return Err(unavailable("relay a request", &e));
+            }
+        };
         Metrics::inc(&self.metrics.relayed);
         match answer {
             Answer::Signed(body) => {

@@ -95,6 +95,21 @@ impl Upstreams {
         *slot.client.lock().await = None;
     }
 
+    /// Drops the kept connections (after a connection-level failure), so the next request
+    /// connects afresh.
+    pub async fn reconnect_later(&self, error: &ClientError) {
+        if matches!(
+            error,
+            ClientError::Connection { .. }
+                | ClientError::StreamClosed { .. }
+                | ClientError::Timeout { .. }
+        ) {
+            for slot in &self.slots {
+                self.forget(slot).await;
+            }
+        }
+    }
+
     /// A connection to the preferred available upstream.
     pub async fn client(&self) -> Result<Client, ClientError> {
         let slot = self.pick().ok_or_else(|| ClientError::StreamClosed {

@@ -5,4 +5,5 @@
 mod attacks;
 mod device;
 mod harness;
+mod peer;
 mod live;
