@@ -13,7 +13,7 @@ use ota_core::attest::{
     Verifier,
 };
 use ota_core::attest::{SecurityLevel, VerifiedBootState};
-use ota_core::director::{AttestedCheckIn, CheckInAnswer, DeviceHandle};
+use ota_core::director::{AttestationOutcome, AttestedCheckIn, CheckInAnswer, DeviceHandle};
 use ota_core::time::UnixTime;
 use ota_core::tuf::InMemoryKey;
 use ota_core::tuf::metadata::{Envelope, Signature};
@@ -21,7 +21,8 @@ use ota_device::attest::{
     DeviceProperties, EvidenceProvider, SoftwareCa, SoftwareProvider, check_in_with_evidence,
 };
 use ota_net::client::{Answer, Client};
-use ota_net::proto::SignedKind;
+use ota_net::proto::{ChannelBinding, DeviceKey, Nonce, SignedKind, SignedRequest, signing_bytes};
+use ota_net::quic::{Identity, NodeKey};
 
 use crate::e2e::{Device, ceremony, check_in_body, init, now, ok, serve};
 
@@ -530,6 +531,57 @@ async fn channel_requiring_attestation_offers_only_to_attested_devices_over_quic
     // A channel without the policy still offers without evidence.
     let answer = check_in(&served, &stable, |_, _| check_in_body(None)).await;
     assert!(matches!(answer, CheckInAnswer::Offer(_)), "{answer:?}");
+
+    // Through a site peer: the evidence is bound to the device's connection to the peer (the
+    // binding its request is signed over), not to the peer's connection to the origin.
+    let peer_key = NodeKey::from_seed([50; 32]);
+    let peer_hex = hex::encode(Identity::from_node_key(&peer_key).unwrap().public_key());
+    ok(&[
+        "peer",
+        "enroll",
+        "--data",
+        data.to_str().unwrap(),
+        "--public-key",
+        &peer_hex,
+    ]);
+    let upstream = Client::connect(served.quic, served.pin).await.unwrap();
+    let device_binding = [0x44; 32];
+    for (bound_to, expect_offer) in [
+        (device_binding, true),
+        (upstream.channel_binding().0, false),
+    ] {
+        let nonce = upstream.challenge().await.unwrap();
+        let body =
+            check_in_with_evidence(&hardware, None, &nonce.0, &attested_handle, &bound_to).unwrap();
+        let request = sign_over(
+            40,
+            nonce,
+            &ChannelBinding(device_binding),
+            serde_json::to_vec(&body).unwrap(),
+        );
+        let answer = match upstream
+            .relayed(
+                &peer_key,
+                SignedKind::CheckIn,
+                ChannelBinding(device_binding),
+                request,
+            )
+            .await
+            .unwrap()
+        {
+            Answer::Signed(body) => serde_json::from_slice::<CheckInAnswer>(&body).unwrap(),
+            Answer::Refused(refusal) => panic!("relayed check-in refused: {refusal}"),
+        };
+        if expect_offer {
+            assert!(matches!(answer, CheckInAnswer::Offer(_)), "{answer:?}");
+        } else {
+            assert_eq!(
+                no_offer(answer),
+                "channel requires a passed attestation: relay (attestation challenge was made on another connection)"
+            );
+        }
+    }
+    upstream.close();
     drop(served);
 
     // Enrollment required: no offer on any channel until an attestation passed; then a pass
@@ -574,8 +626,10 @@ async fn channel_requiring_attestation_offers_only_to_attested_devices_over_quic
         .await
         .unwrap()
         .unwrap();
+    // Its latest attestation: the relayed check-in bound to the wrong connection.
     let attestation = record.attestation.unwrap();
-    assert_eq!(attestation.reasons, vec!["replay".to_string()]);
+    assert_eq!(attestation.outcome, AttestationOutcome::Failed);
+    assert_eq!(attestation.reasons, vec!["relay".to_string()]);
     let record = origin
         .catalog
         .device(&relayer_handle)
@@ -595,5 +649,29 @@ async fn channel_requiring_attestation_offers_only_to_attested_devices_over_quic
             !bytes.windows(marker.len()).any(|w| w == marker),
             "{file} holds a certificate"
         );
+    }
+}
+
+/// A check-in signed by the device `Device::new(seed)` over `binding` (as a device signs for
+/// the connection to the peer it talks to).
+fn sign_over(seed: u8, nonce: Nonce, binding: &ChannelBinding, body: Vec<u8>) -> SignedRequest {
+    use ed25519_dalek::Signer as _;
+    let key = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+    let device_key = DeviceKey(key.verifying_key().to_bytes());
+    let timestamp = now();
+    let message = signing_bytes(
+        SignedKind::CheckIn,
+        &device_key,
+        &nonce,
+        timestamp,
+        binding,
+        &body,
+    );
+    SignedRequest {
+        device_key,
+        nonce,
+        timestamp,
+        body,
+        signature: ota_net::proto::Signature(key.sign(&message).to_bytes()),
     }
 }
