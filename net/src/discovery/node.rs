@@ -47,6 +47,9 @@ pub struct DiscoveryConfig {
     /// (`/ip4/192.0.2.7/tcp/4001`, optionally ending in `/p2p/<peer id>`). They seed
     /// Kademlia; whatever they advertise is found `via` [`CacheVia::Bootstrap`].
     pub bootstrap: Vec<Multiaddr>,
+    /// How often bootstrap addresses that are not connected are dialled again (a parent
+    /// that was down at start, or restarted, is found again within this).
+    pub bootstrap_interval: Duration,
     /// What this node serves, if it is a cache. Only nodes with an advertisement answer
     /// the advertisement protocol.
     pub advertise: Option<Advertisement>,
@@ -181,6 +184,7 @@ impl DiscoveryConfig {
             mdns: true,
             mdns_query_interval: Duration::from_secs(60),
             bootstrap: Vec::new(),
+            bootstrap_interval: Duration::from_secs(30),
             advertise: None,
             announcements: false,
             node_key: None,
@@ -253,19 +257,22 @@ impl Discovery {
             shared: shared.clone(),
             events: event_tx,
             peers: HashMap::new(),
+            bootstrap: config
+                .bootstrap
+                .iter()
+                .map(BootstrapAddr::parse)
+                .collect::<Result<_, _>>()?,
             pending_bootstrap: HashMap::new(),
             ready: None,
         };
-        for addr in &config.bootstrap {
-            node.dial_bootstrap(addr.clone())?;
-        }
+        node.dial_bootstrap();
         let (ready_tx, ready_rx) = oneshot::channel();
         if listening {
             node.ready = Some(ready_tx);
         } else {
             let _ = ready_tx.send(Ok(()));
         }
-        tokio::spawn(node.run(command_rx));
+        tokio::spawn(node.run(command_rx, config.bootstrap_interval));
         match tokio::time::timeout(Duration::from_secs(10), ready_rx).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(reason))) => {
@@ -478,15 +485,20 @@ struct Node {
     shared: Arc<Shared>,
     events: mpsc::Sender<DiscoveryEvent>,
     peers: HashMap<PeerId, PeerState>,
-    /// Dials to bootstrap addresses without a peer id, by connection.
-    pending_bootstrap: HashMap<ConnectionId, Multiaddr>,
+    bootstrap: Vec<BootstrapAddr>,
+    /// Dials to bootstrap addresses in flight: connection to index in `bootstrap`.
+    pending_bootstrap: HashMap<ConnectionId, usize>,
     ready: Option<oneshot::Sender<Result<(), String>>>,
 }
 
 impl Node {
-    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>, bootstrap_interval: Duration) {
+        let start = tokio::time::Instant::now() + bootstrap_interval;
+        let mut redial = tokio::time::interval_at(start, bootstrap_interval);
+        redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = redial.tick(), if !self.bootstrap.is_empty() => self.dial_bootstrap(),
                 command = commands.recv() => match command {
                     Some(Command::Announce { bytes, reply }) => {
                         let _ = reply.send(self.publish(bytes));
@@ -527,60 +539,39 @@ impl Node {
         }
     }
 
-    fn dial_bootstrap(&mut self, addr: Multiaddr) -> Result<(), DiscoveryError> {
-        let mut tcp_part = addr.clone();
-        let peer = match tcp_part.iter().last() {
-            Some(Protocol::P2p(peer)) => {
-                tcp_part.pop();
-                Some(peer)
+    /// Dials every bootstrap address that is neither connected nor being dialled.
+    fn dial_bootstrap(&mut self) {
+        for index in 0..self.bootstrap.len() {
+            let entry = &self.bootstrap[index];
+            let known = entry.configured_peer.or(entry.learned_peer);
+            if known.is_some_and(|p| p == self.shared.peer_id || self.swarm.is_connected(&p))
+                || self.pending_bootstrap.values().any(|i| *i == index)
+            {
+                continue;
             }
-            _ => None,
-        };
-        let is_tcp = matches!(
-            (
-                tcp_part.iter().next(),
-                tcp_part.iter().nth(1),
-                tcp_part.iter().count()
-            ),
-            (
-                Some(Protocol::Ip4(_) | Protocol::Ip6(_)),
-                Some(Protocol::Tcp(_)),
-                2
-            )
-        );
-        if !is_tcp {
-            return Err(DiscoveryError::Bootstrap {
-                addr,
-                reason: "only an IP address and a TCP port are supported".into(),
-            });
-        }
-        let opts = match peer {
-            Some(peer) => {
-                if peer == self.shared.peer_id {
-                    return Ok(());
+            let tcp = entry.tcp.clone();
+            let opts = match entry.configured_peer {
+                Some(peer) => {
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer, tcp.clone());
+                    self.track(peer, CacheVia::Bootstrap);
+                    DialOpts::peer_id(peer)
+                        .addresses(vec![tcp.clone()])
+                        .condition(PeerCondition::DisconnectedAndNotDialing)
+                        .build()
                 }
-                self.swarm
-                    .behaviour_mut()
-                    .kad
-                    .add_address(&peer, tcp_part.clone());
-                self.track(peer, CacheVia::Bootstrap);
-                DialOpts::peer_id(peer)
-                    .addresses(vec![tcp_part])
-                    .condition(PeerCondition::DisconnectedAndNotDialing)
-                    .build()
+                // Whoever answers there (its key may change across re-installs).
+                None => DialOpts::unknown_peer_id().address(tcp.clone()).build(),
+            };
+            let connection = opts.connection_id();
+            self.pending_bootstrap.insert(connection, index);
+            if let Err(e) = self.swarm.dial(opts) {
+                self.pending_bootstrap.remove(&connection);
+                tracing::debug!(addr = %tcp, error = %e, "discovery.bootstrap dial");
             }
-            None => DialOpts::unknown_peer_id().address(tcp_part).build(),
-        };
-        let connection = opts.connection_id();
-        if peer.is_none() {
-            self.pending_bootstrap.insert(connection, addr.clone());
         }
-        if let Err(e) = self.swarm.dial(opts) {
-            // Not fatal: the node keeps running and may find the peer otherwise.
-            self.pending_bootstrap.remove(&connection);
-            tracing::warn!(%addr, error = %e, "discovery.bootstrap dial failed");
-        }
-        Ok(())
     }
 
     /// Remembers how this node came to a peer (the first way wins), within the bound.
@@ -668,7 +659,8 @@ impl Node {
                 peer_id,
                 error,
             } => {
-                if let Some(addr) = self.pending_bootstrap.remove(&connection_id) {
+                if let Some(index) = self.pending_bootstrap.remove(&connection_id) {
+                    let addr = &self.bootstrap[index].tcp;
                     tracing::warn!(%addr, %error, "discovery.bootstrap unreachable");
                 } else {
                     tracing::debug!(?peer_id, %error, "discovery.dial error");
@@ -685,7 +677,8 @@ impl Node {
     }
 
     fn on_connected(&mut self, peer: PeerId, connection: ConnectionId, endpoint: &ConnectedPoint) {
-        let via = if self.pending_bootstrap.remove(&connection).is_some() {
+        let via = if let Some(index) = self.pending_bootstrap.remove(&connection) {
+            self.bootstrap[index].learned_peer = Some(peer);
             CacheVia::Bootstrap
         } else if endpoint.is_listener() {
             CacheVia::Inbound
@@ -911,6 +904,48 @@ impl Node {
             tracing::warn!(%peer, refusals = state.refusals, "discovery.peer dropped");
             let _ = self.swarm.disconnect_peer_id(peer);
         }
+    }
+}
+
+/// A configured bootstrap address: IP and TCP port, and the peer id if it was given.
+#[derive(Debug)]
+struct BootstrapAddr {
+    tcp: Multiaddr,
+    configured_peer: Option<PeerId>,
+    /// Who answered there last (for an address given without a peer id).
+    learned_peer: Option<PeerId>,
+}
+
+impl BootstrapAddr {
+    fn parse(addr: &Multiaddr) -> Result<Self, DiscoveryError> {
+        let mut tcp = addr.clone();
+        let configured_peer = match tcp.iter().last() {
+            Some(Protocol::P2p(peer)) => {
+                tcp.pop();
+                Some(peer)
+            }
+            _ => None,
+        };
+        let mut parts = tcp.iter();
+        let is_tcp = matches!(
+            (parts.next(), parts.next(), parts.next()),
+            (
+                Some(Protocol::Ip4(_) | Protocol::Ip6(_)),
+                Some(Protocol::Tcp(_)),
+                None
+            )
+        );
+        if !is_tcp {
+            return Err(DiscoveryError::Bootstrap {
+                addr: addr.clone(),
+                reason: "only an IP address and a TCP port are supported".into(),
+            });
+        }
+        Ok(Self {
+            tcp,
+            configured_peer,
+            learned_peer: None,
+        })
     }
 }
 

@@ -144,6 +144,54 @@ async fn bootstrap_address_without_peer_id_is_enough() {
 }
 
 #[tokio::test]
+async fn a_parent_that_starts_late_or_restarts_is_found_again() {
+    // A free port for the regional cache, which is not running yet.
+    let port = std::net::TcpListener::bind(LOOPBACK)
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let parent_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut config = DiscoveryConfig::cache(LOOPBACK, advertisement(6100, 13, Role::SiteCache));
+    config.mdns = false;
+    config.bootstrap = vec![format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap()];
+    config.bootstrap_interval = Duration::from_millis(100);
+    let (site, mut events) = Discovery::spawn(config).await.unwrap();
+    // Let the first dials fail.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let regional_config = || {
+        let mut config =
+            DiscoveryConfig::cache(parent_addr, advertisement(6101, 14, Role::RegionalCache));
+        config.mdns = false;
+        config
+    };
+    let (regional, _e) = Discovery::spawn(regional_config()).await.unwrap();
+    let first = wait_for(&mut events, "the late parent", found(regional.peer_id())).await;
+    assert_eq!(first.via, CacheVia::Bootstrap);
+
+    // Restarted with a new key on the same address: gone, then found again.
+    let old = regional.peer_id();
+    regional.shutdown().await;
+    wait_for(&mut events, "the parent to go", |e| {
+        matches!(e, DiscoveryEvent::CacheGone { peer } if *peer == old).then_some(())
+    })
+    .await;
+    let (restarted, _e) = Discovery::spawn(regional_config()).await.unwrap();
+    assert_ne!(restarted.peer_id(), old);
+    let again = wait_for(
+        &mut events,
+        "the restarted parent",
+        found(restarted.peer_id()),
+    )
+    .await;
+    assert_eq!(again.via, CacheVia::Bootstrap);
+    assert_eq!(site.caches(), vec![again]);
+    site.shutdown().await;
+    restarted.shutdown().await;
+}
+
+#[tokio::test]
 async fn the_node_key_is_the_libp2p_identity() {
     // A cache that passes its QUIC node key keeps its peer id across restarts, and the peer
     // id is that key's Ed25519 public key.
