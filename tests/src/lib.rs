@@ -19,6 +19,7 @@ use ota_core::tuf::metadata::{
 use ota_core::tuf::{InMemoryKey, Key};
 
 pub mod fake_peer;
+pub mod netns;
 pub mod softhsm;
 
 /// A program of the workspace, as built next to the running test (`target/<profile>/NAME`).

@@ -4,6 +4,7 @@
 
 mod attacks;
 mod device;
+mod emulated_sites;
 mod harness;
 mod peer;
 mod live;
