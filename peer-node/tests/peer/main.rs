@@ -8,4 +8,5 @@ mod support;
 mod bad_input;
 mod crash;
 mod discovery;
+mod private;
 mod upstream;

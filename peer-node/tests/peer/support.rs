@@ -16,7 +16,7 @@ use ota_net::quic::{CertPin, Identity, NodeKey};
 use ota_net::server::{ConnInfo, Handler, Server, ServerConfig};
 
 /// What the test upstream holds and how it behaves.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct UpstreamState {
     pub(crate) blobs: HashMap<ChunkId, Bytes>,
     /// Chunks sent with one byte flipped.
@@ -25,6 +25,20 @@ pub(crate) struct UpstreamState {
     pub(crate) sent: HashMap<ChunkId, u32>,
     /// Bytes sent.
     pub(crate) bytes: u64,
+    /// Metadata files by name.
+    pub(crate) metadata: HashMap<String, Bytes>,
+    /// The director: the answer to a relayed check-in with this nonce.
+    pub(crate) offer: Option<OfferFn>,
+    nonces: u64,
+}
+
+/// Makes a director's answer for a nonce.
+pub(crate) type OfferFn = Box<dyn Fn([u8; 32]) -> Vec<u8> + Send>;
+
+impl std::fmt::Debug for UpstreamState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamState").finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -32,7 +46,23 @@ pub(crate) struct TestUpstream(pub(crate) Arc<Mutex<UpstreamState>>);
 
 impl Handler for TestUpstream {
     async fn challenge(&self, _conn: &ConnInfo) -> Result<Nonce, Refusal> {
-        Err(Refusal::new(Refusal::NOT_SUPPORTED, "test upstream"))
+        let mut state = self.0.lock().unwrap();
+        state.nonces += 1;
+        let mut nonce = [0u8; 32];
+        nonce[..8].copy_from_slice(&state.nonces.to_le_bytes());
+        Ok(Nonce(nonce))
+    }
+
+    async fn relayed(
+        &self,
+        _conn: &ConnInfo,
+        relayed: ota_net::proto::Relayed,
+    ) -> Result<Vec<u8>, Refusal> {
+        let state = self.0.lock().unwrap();
+        match &state.offer {
+            Some(offer) => Ok(offer(relayed.request.nonce.0)),
+            None => Err(Refusal::new(Refusal::NOT_SUPPORTED, "test upstream")),
+        }
     }
 
     async fn signed(
@@ -44,8 +74,8 @@ impl Handler for TestUpstream {
         Err(Refusal::new(Refusal::NOT_SUPPORTED, "test upstream"))
     }
 
-    async fn metadata(&self, _conn: &ConnInfo, _name: &str) -> Option<Bytes> {
-        None
+    async fn metadata(&self, _conn: &ConnInfo, name: &str) -> Option<Bytes> {
+        self.0.lock().unwrap().metadata.get(name).cloned()
     }
 
     async fn blob(&self, _conn: &ConnInfo, id: &ChunkId) -> Option<Bytes> {
