@@ -584,8 +584,9 @@ impl Progress {
     }
 
     fn step(&self, step: &commands::Step<'_>) {
-        let finished = step.total_bytes == Some(step.bytes)
-            && (step.total_chunks.is_some() || step.phase == "ingest");
+        // The last step of a phase knows both totals and has reached them.
+        let finished = step.total_chunks.is_some_and(|n| n == step.chunks)
+            && step.total_bytes == Some(step.bytes);
         if self.json {
             let mut value = serde_json::to_value(step).unwrap_or_default();
             value["event"] = "progress".into();
