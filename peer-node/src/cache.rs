@@ -237,9 +237,20 @@ impl Cache {
                 }
             });
         }
-        for batch in fetches.chunks(ota_net::proto::MAX_IDS_PER_REQUEST) {
+        // A blob known to be larger than any chunk (a chunk index of a pinned release) goes
+        // alone, with its exact length as the bound; the rest in batches.
+        let (large, chunks): (Vec<_>, Vec<_>) = fetches
+            .into_iter()
+            .partition(|(_, len)| len.is_some_and(|l| l > MAX_CHUNK_BLOB_LEN));
+        for (id, len) in large {
+            let max_len = len
+                .unwrap_or(MAX_CHUNK_BLOB_LEN)
+                .min(ota_net::proto::MAX_BLOB_LEN);
+            tokio::spawn(fetch(self.clone(), vec![id], max_len));
+        }
+        for batch in chunks.chunks(ota_net::proto::MAX_IDS_PER_REQUEST) {
             let ids: Vec<ChunkId> = batch.iter().map(|(id, _)| *id).collect();
-            tokio::spawn(fetch(self.clone(), ids));
+            tokio::spawn(fetch(self.clone(), ids, MAX_CHUNK_BLOB_LEN));
         }
         self.wake.notify_one();
     }
@@ -312,11 +323,12 @@ impl Cache {
     }
 }
 
-/// Fetches `ids` upstream in one `GetBlobs`, verifying, storing and reporting each.
-async fn fetch(cache: Arc<Cache>, ids: Vec<ChunkId>) {
+/// Fetches `ids` upstream in one `GetBlobs` of blobs up to `max_len` bytes, verifying, storing
+/// and reporting each.
+async fn fetch(cache: Arc<Cache>, ids: Vec<ChunkId>, max_len: u32) {
     let mut pending: std::collections::VecDeque<ChunkId> = ids.iter().copied().collect();
     let result = async {
-        let mut stream = cache.upstreams.blobs(ids, MAX_CHUNK_BLOB_LEN).await?;
+        let mut stream = cache.upstreams.blobs(ids, max_len).await?;
         let peer = stream.peer();
         while let Some(item) = stream.next().await {
             let (id, bytes) = item?;
