@@ -63,6 +63,10 @@ enum Command {
         /// Keep every file here instead of a temporary directory.
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// After release 1, print simnet's prediction for this topology (completion time,
+        /// origin egress) beside the live figures, with their ratio.
+        #[arg(long)]
+        calibrate: bool,
     },
 }
 
@@ -75,6 +79,7 @@ fn main() -> ExitCode {
             image_mib,
             uplink,
             dir,
+            calibrate,
         } => {
             let options = simnet::live::LiveOptions {
                 sites,
@@ -82,6 +87,7 @@ fn main() -> ExitCode {
                 image_mib,
                 uplink,
                 dir,
+                calibrate,
             };
             match simnet::live::run_live(&options) {
                 Ok(true) => ExitCode::SUCCESS,

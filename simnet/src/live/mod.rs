@@ -12,6 +12,7 @@
 //! bytes) and exits 0 only if every device runs the signed image of each release: the
 //! active slot's bytes are compared with the build here, not taken from the device's word.
 
+pub mod calibrate;
 mod ceremony;
 
 use std::collections::BTreeMap;
@@ -42,6 +43,9 @@ pub struct LiveOptions {
     pub uplink: u64,
     /// Where to keep everything (default: a temporary directory, removed at the end).
     pub dir: Option<PathBuf>,
+    /// After release 1, print what `simnet run` predicts for this topology beside what the
+    /// programs did ([`calibrate`]).
+    pub calibrate: bool,
 }
 
 const CHANNEL: &str = "stable";
@@ -96,6 +100,7 @@ pub fn run_live(options: &LiveOptions) -> Result<bool> {
     let egress0 = origin.egress()?;
 
     // Sites: one cache each, then the devices.
+    let sites_started = Instant::now();
     let mut sites = Vec::new();
     for site in 0..options.sites {
         sites.push(Site::start(&bins, &dir, site, &origin, options.uplink)?);
@@ -131,7 +136,9 @@ pub fn run_live(options: &LiveOptions) -> Result<bool> {
 
     let mut ok = true;
     say("release 1: rollout to every device");
+    let devices_at = sites_started.elapsed();
     let round1 = update_round(&bins, &devices, started)?;
+    let round1_done = sites_started.elapsed();
     boot_all(&bins, &devices)?;
     let egress1 = origin.egress()? - egress0;
     ok &= check_installed(&bins, &devices, 1, &image1, &round1)?;
@@ -145,6 +152,14 @@ pub fn run_live(options: &LiveOptions) -> Result<bool> {
         unique1,
         &origin,
     )?;
+    if options.calibrate {
+        let live = calibrate::Figures {
+            completion_s: round1_done.as_secs_f64(),
+            origin_egress: egress1,
+        };
+        let devices_at = devices_at.as_secs_f64();
+        calibrate::print(live, calibrate::predict(options, devices_at)?, devices_at);
+    }
 
     // The delta release: 5% of the image changed, in a few places.
     let mut image2 = image1.clone();
