@@ -37,6 +37,9 @@ const NETWORK_IN_FLIGHT: usize = 64;
 const LOCAL_IN_FLIGHT: usize = 16;
 /// Events buffered between request tasks and the download loop.
 const EVENT_QUEUE: usize = 64;
+/// An update that verifies no chunk for this long gives up (sources that back off may come
+/// back, but not forever).
+const NO_PROGRESS_LIMIT: Duration = Duration::from_secs(120);
 
 /// Why an artifact could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +58,12 @@ pub enum DownloadError {
     Stuck {
         /// The chunk.
         id: ChunkId,
+    },
+    /// No chunk was verified for too long (every source gone, stalled or backing off).
+    #[error("no chunk verified for {secs} s: every source is gone, stalled or backing off")]
+    NoProgress {
+        /// How long.
+        secs: u64,
     },
     /// The written artifact does not match its signed hashes.
     #[error("artifact {target}: {source}")]
@@ -89,9 +98,15 @@ pub struct SourceUse {
     /// Why it was banned for this update, if it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub banned: Option<String>,
-    /// Why it was dropped (unreachable, or broke the protocol), if it was.
+    /// Why it was dropped for the update (unreachable at the start, or broke the protocol).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dropped: Option<String>,
+    /// Times its requests failed for the network (it was asked again after a backoff).
+    #[serde(default)]
+    pub lost: u32,
+    /// The last such failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
     /// Whether the scheduler judged it slow.
     pub slow: bool,
 }
@@ -152,6 +167,8 @@ impl Sources {
                 fetched_chunks: 0,
                 banned: None,
                 dropped: None,
+                lost: 0,
+                last_error: None,
                 slow: false,
             })
             .collect();
@@ -308,7 +325,16 @@ pub async fn download(
         let mut pending_records: Vec<u64> = Vec::new();
         let mut last_flush = Instant::now();
         let mut fetch_counts: HashMap<SourceId, u64> = HashMap::new();
+        let mut last_progress = Instant::now();
         'run: loop {
+            if last_progress.elapsed() >= NO_PROGRESS_LIMIT {
+                flush(&slot, &mut journal, &binding, entries, &mut pending_records)
+                    .map_err(|e| with_path(e, &job.slot_file))?;
+                finish_uses(sources, &scheduler.report(), &fetch_counts);
+                return Err(DownloadError::NoProgress {
+                    secs: NO_PROGRESS_LIMIT.as_secs(),
+                });
+            }
             while let Some(action) = scheduler.poll_action() {
                 match action {
                     Action::Request { source, ids } => {
@@ -379,6 +405,7 @@ pub async fn download(
                             }
                             scheduler.handle_chunk(now(), source, &id, ChunkOutcome::Verified);
                             if fresh {
+                                last_progress = Instant::now();
                                 let by_kind =
                                     serde_json::to_value(&scheduler.report().bytes_by_kind)
                                         .unwrap_or_default();
@@ -409,18 +436,25 @@ pub async fn download(
                     misbehaved,
                 } => {
                     if let Some(i) = sources.index(source) {
-                        let reason = if misbehaved {
-                            format!("broke the protocol: {reason}")
+                        let name = sources.list[i].name.clone();
+                        if misbehaved {
+                            // Gone for good: nothing more is asked of it in this update.
+                            let reason = format!("broke the protocol: {reason}");
+                            progress.event(
+                                "source_dropped",
+                                json!({ "source": name, "reason": reason }),
+                            );
+                            sources.uses[i].dropped.get_or_insert(reason);
+                            scheduler.remove_source(now(), source);
                         } else {
-                            reason
-                        };
-                        progress.event(
-                            "source_dropped",
-                            json!({ "source": sources.list[i].name, "reason": reason }),
-                        );
-                        sources.uses[i].dropped.get_or_insert(reason);
+                            // Unreachable for now: asked again after a backoff.
+                            progress
+                                .event("source_lost", json!({ "source": name, "reason": reason }));
+                            sources.uses[i].lost += 1;
+                            sources.uses[i].last_error = Some(reason);
+                            scheduler.handle_source_lost(now(), source);
+                        }
                     }
-                    scheduler.handle_source_lost(now(), source);
                 }
             }
             if pending_records.len() >= JOURNAL_BATCH || last_flush.elapsed() >= JOURNAL_INTERVAL {

@@ -3,7 +3,8 @@
 //! ```text
 //! STATE/
 //!   device.json          where the origin is (address, certificate pin, HTTP mirror), the
-//!                        device's handle once enrolled, boot tries
+//!                        device's handle once enrolled, boot tries, the attestation
+//!                        provider (`ota_device::attest::ProviderConfig`)
 //!   device.key           the device's Ed25519 key: a 32-byte seed in hex, mode 0600
 //!   director-root.json   the director's pinned root (verifies offers)
 //!   tuf/                 trusted image-repository metadata under non-versioned names:
@@ -95,6 +96,12 @@ pub struct DeviceConfig {
     pub handle: Option<DeviceHandle>,
     /// Boots a new slot gets before it is reverted.
     pub boot_tries: u8,
+    /// The attestation evidence provider (`ota-device attestation`); none by default.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::attest::ProviderConfig::is_none"
+    )]
+    pub attestation: crate::attest::ProviderConfig,
 }
 
 /// What a slot holds (`slots/X/contents.json`), written before the slot is marked pending.
@@ -420,4 +427,95 @@ fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
 #[cfg(not(unix))]
 fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     write_atomic(path, bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn config() -> DeviceConfig {
+        DeviceConfig {
+            origin: "127.0.0.1:4433".parse().unwrap(),
+            origin_pin: Sha256Hash::of(b"certificate"),
+            http: None,
+            handle: None,
+            boot_tries: 3,
+            attestation: Default::default(),
+        }
+    }
+
+    #[test]
+    fn init_makes_a_private_key_and_refuses_a_second_init() {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().join("state");
+        let (state, public) = StateDir::init(&dir, b"root", b"director", config()).unwrap();
+        assert_eq!(state.key().unwrap().verifying_key().to_bytes(), public);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(dir.join("device.key"))
+                .unwrap()
+                .permissions();
+            assert_eq!(mode.mode() & 0o777, 0o600);
+        }
+        assert_eq!(state.slots().unwrap(), Slots::new(None));
+        assert_eq!(state.trusted_root().unwrap(), b"root");
+        assert!(matches!(
+            StateDir::init(&dir, b"root", b"director", config()),
+            Err(StateError::AlreadyInitialised { .. })
+        ));
+        assert_eq!(StateDir::open(&dir).unwrap().config, config());
+    }
+
+    #[test]
+    fn a_missing_directory_is_not_initialised() {
+        let temp = tempfile::tempdir().unwrap();
+        let err = StateDir::open(&temp.path().join("nothing")).unwrap_err();
+        assert!(matches!(err, StateError::NotInitialised { .. }), "{err}");
+    }
+
+    #[test]
+    fn trusted_files_keep_their_names_and_refuse_paths() {
+        let temp = tempfile::tempdir().unwrap();
+        let (state, _) = StateDir::init(temp.path(), b"root", b"d", config()).unwrap();
+        state.persist_trusted("timestamp.json", b"t").unwrap();
+        state.persist_trusted("release.json", b"r").unwrap();
+        let files = state.trusted_files().unwrap();
+        assert_eq!(files.timestamp.as_deref(), Some(&b"t"[..]));
+        assert_eq!(files.delegated["release"], b"r");
+        for bad in ["../x.json", "a/b.json", ".hidden.json", "x.txt", ""] {
+            assert!(state.persist_trusted(bad, b"x").is_err(), "{bad}");
+        }
+        state.remove_trusted("timestamp.json").unwrap();
+        state.remove_trusted("timestamp.json").unwrap();
+        assert!(state.trusted_files().unwrap().timestamp.is_none());
+    }
+
+    #[test]
+    fn reads_are_capped_before_allocation() {
+        let temp = tempfile::tempdir().unwrap();
+        let path = temp.path().join("big");
+        std::fs::write(&path, vec![0u8; 100]).unwrap();
+        assert_eq!(read_bounded(&path, 100).unwrap().len(), 100);
+        assert!(matches!(
+            read_bounded(&path, 99),
+            Err(StateError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn atomic_writes_leave_no_temporary_behind() {
+        let temp = tempfile::tempdir().unwrap();
+        let path = temp.path().join("slots.json");
+        write_atomic(&path, b"one").unwrap();
+        write_atomic(&path, b"two").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        let names: Vec<_> = std::fs::read_dir(temp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("slots.json")]);
+    }
 }

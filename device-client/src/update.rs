@@ -193,7 +193,11 @@ impl UpdateError {
             | Self::Origin(_)
             | Self::NoIndex { .. }
             | Self::PendingBootCheck { .. } => 2,
-            Self::Download(DownloadError::Disk { .. } | DownloadError::Stuck { .. }) => 2,
+            Self::Download(
+                DownloadError::Disk { .. }
+                | DownloadError::Stuck { .. }
+                | DownloadError::NoProgress { .. },
+            ) => 2,
             _ => 1,
         }
     }
@@ -344,10 +348,16 @@ impl Session<'_> {
         self.origin = Some(origin.clone());
         self.send_pending_report(&origin, &key).await;
         let nonce = origin.challenge().await.map_err(UpdateError::Origin)?;
-        let body = serde_json::to_vec(&CheckIn {
-            installed: slots.active_release,
-        })
-        .map_err(|e| UpdateError::MalformedAnswer(e.to_string()))?;
+        // With a provider configured, evidence bound to this nonce, handle and connection.
+        let body = crate::attest::check_in_body(
+            &state.config.attestation,
+            CheckIn {
+                installed: slots.active_release,
+            },
+            &nonce.0,
+            &handle,
+            &origin.channel_binding().0,
+        )?;
         let request = sign(&key, &origin, SignedKind::CheckIn, nonce, body);
         let answer = match origin
             .signed(SignedKind::CheckIn, request)
@@ -665,6 +675,8 @@ impl Session<'_> {
                 fetched_chunks: 0,
                 banned: None,
                 dropped: Some(reason),
+                lost: 0,
+                last_error: None,
                 slow: false,
             });
         }
@@ -1040,3 +1052,96 @@ pub fn peak_rss() -> Option<u64> {
 
 /// The device's handle type, re-exported for the command line.
 pub type Handle = DeviceHandle;
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use ota_core::digest::{Blake3Hash, Sha256Hash};
+    use ota_core::director::OfferedArtifact;
+    use ota_core::rollout::Stage;
+    use ota_core::tuf::enigm::ManifestArtifact;
+
+    use super::*;
+
+    fn offer() -> Offer {
+        Offer {
+            type_: "offer".into(),
+            handle: DeviceHandle([1; 32]),
+            nonce: [2; 32],
+            issued_at: UnixTime(0),
+            expires: UnixTime(600),
+            channel: Channel("stable".into()),
+            release: ReleaseNumber(3),
+            manifest: "releases/stable/3.json".into(),
+            artifacts: vec![OfferedArtifact {
+                target: "artifacts/system.img".into(),
+                length: 10,
+                sha256: Sha256Hash::of(b"x"),
+                blake3: Blake3Hash::of(b"x"),
+                slot: "system".into(),
+            }],
+            stage: Stage::Stable,
+        }
+    }
+
+    fn manifest() -> ReleaseManifest {
+        ReleaseManifest {
+            channel: Channel("stable".into()),
+            release: ReleaseNumber(3),
+            version: "2026.11.3".into(),
+            security: false,
+            models: vec!["enigm-one".into()],
+            min_installed_release: None,
+            artifacts: vec![ManifestArtifact {
+                target: "artifacts/system.img".into(),
+                slot: "system".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn the_manifest_must_match_the_offer() {
+        check_manifest(&offer(), &manifest()).unwrap();
+
+        let mut other = manifest();
+        other.release = ReleaseNumber(4);
+        let err = check_manifest(&offer(), &other).unwrap_err();
+        assert!(err.to_string().contains("signs release 4"), "{err}");
+
+        // An artifact the offer leaves out: all or nothing.
+        let mut more = manifest();
+        more.artifacts.push(ManifestArtifact {
+            target: "artifacts/boot.img".into(),
+            slot: "boot".into(),
+        });
+        let err = check_manifest(&offer(), &more).unwrap_err();
+        assert!(err.to_string().contains("all or nothing"), "{err}");
+
+        // A slot name that would leave the slot directory.
+        let mut sneaky_offer = offer();
+        sneaky_offer.artifacts[0].slot = "../A/system".into();
+        let mut sneaky = manifest();
+        sneaky.artifacts[0].slot = "../A/system".into();
+        let err = check_manifest(&sneaky_offer, &sneaky).unwrap_err();
+        assert!(err.to_string().contains("is not allowed"), "{err}");
+    }
+
+    #[test]
+    fn refusals_exit_1_and_the_environment_exits_2() {
+        let refusal = UpdateError::Offer(OfferError::NonceMismatch);
+        assert_eq!((refusal.exit_code(), refusal.class()), (1, "offer"));
+        let rollback = UpdateError::Rollback(InstallError::Rollback {
+            offered: 1,
+            floor: 2,
+        });
+        assert_eq!((rollback.exit_code(), rollback.class()), (1, "rollback"));
+        let full = UpdateError::Download(DownloadError::Disk {
+            path: "slot".into(),
+            source: std::io::Error::from_raw_os_error(28),
+        });
+        assert_eq!((full.exit_code(), full.class()), (2, "disk-full"));
+        let pending = UpdateError::PendingBootCheck { pending: 3 };
+        assert_eq!(pending.exit_code(), 2);
+    }
+}
