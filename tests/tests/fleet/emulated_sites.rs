@@ -83,14 +83,14 @@ fn emulated_sites_every_device_installs_through_its_shaped_uplink() {
             run.wire_bytes,
             m.unique
         );
-        // ... and the site's cache spared the link most of the devices' copies.
+        // ... and the site's cache served its devices at least a whole release's worth (it
+        // serves all of it once the targets below are met).
         assert!(
-            run.wire_bytes < DEVICES as u64 * m.unique,
-            "site {site}: {} bytes crossed the link for {DEVICES} devices of {} bytes",
-            run.wire_bytes,
+            run.peer_bytes >= m.unique,
+            "site {site}: the peer served its devices only {} bytes of a {}-byte release",
+            run.peer_bytes,
             m.unique
         );
-        assert!(run.peer_bytes > 0, "site {site}: the peer served nothing");
     }
 }
 
@@ -99,7 +99,7 @@ fn emulated_sites_every_device_installs_through_its_shaped_uplink() {
 /// their chunks to the origin and sites take 2-5x the prediction (simnet/README.md,
 /// "Calibration", has the figures and what is known of the causes).
 #[test]
-#[ignore = "open: uplink 1.6-1.8x the release and completion 2-5x simnet's prediction on this machine"]
+#[ignore = "open: links carry 1.7-2.9x the release and sites take 2-5x simnet's prediction (simnet/README.md, Calibration)"]
 fn emulated_sites_uplink_bytes_and_completion_match_simnet() {
     let Some(m) = emulate("emulated_sites_uplink_bytes_and_completion_match_simnet") else {
         return;
