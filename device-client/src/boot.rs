@@ -102,7 +102,7 @@ pub fn status(path: &Path, as_json: bool) -> anyhow::Result<()> {
                 "active": slots.active, "active_release": slots.active_release,
                 "floor": slots.floor, "pending": slots.pending, "contents": active,
                 "handle": state.config.handle, "origin": state.config.origin,
-                "last_update": last,
+                "attestation": state.config.attestation, "last_update": last,
             })
         );
         return Ok(());
@@ -115,6 +115,12 @@ pub fn status(path: &Path, as_json: bool) -> anyhow::Result<()> {
             .map_or_else(|| "none".to_string(), |r| r.0.to_string()),
         slots.floor.0
     );
+    if let crate::attest::ProviderConfig::Software { ca } = &state.config.attestation {
+        println!(
+            "attestation: software provider, CA {} (tests and demos only)",
+            ca.display()
+        );
+    }
     if let Some(p) = slots.pending {
         println!(
             "pending: release {} in slot {:?}, {} tries left",

@@ -109,6 +109,31 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Choose the attestation evidence provider (kept in device.json): with one, every
+    /// check-in carries evidence bound to its nonce, the handle and the connection. An Android
+    /// Keystore provider plugs in at `ota_device::attest::ProviderConfig`.
+    Attestation {
+        /// The state directory.
+        #[arg(long)]
+        state: PathBuf,
+        /// `none` (no evidence; the default) or `software` (FOR TESTS AND DEMOS ONLY: its CA
+        /// keys are plain files, so it proves nothing about the hardware).
+        #[arg(long, value_parser = ["none", "software"])]
+        provider: String,
+        /// The CA directory `ota-device software-ca` made (with `--provider software`).
+        #[arg(long)]
+        software_ca: Option<PathBuf>,
+    },
+    /// Make a software attestation CA directory, FOR TESTS AND DEMOS ONLY; prints the path
+    /// of its root.pem (for the origin's `attestation.roots`).
+    SoftwareCa {
+        /// The directory (created).
+        #[arg(long)]
+        out: PathBuf,
+        /// The CA's name (in its certificates' subjects).
+        #[arg(long, default_value = "enigm-ota test attestation")]
+        name: String,
+    },
     /// Verify a file against signed metadata, offline (for auditors).
     Verify(VerifyArgs),
 }
@@ -172,6 +197,18 @@ fn main() -> ExitCode {
             json,
         ),
         Command::Status { state, json } => report(boot::status(&state, json)),
+        Command::Attestation {
+            state,
+            provider,
+            software_ca,
+        } => report(ota_device::attest::configure(
+            &state,
+            &provider,
+            software_ca.as_deref(),
+        )),
+        Command::SoftwareCa { out, name } => {
+            report(ota_device::attest::make_software_ca(&out, &name))
+        }
         Command::BootCheck { state, fail, json } => match boot::boot_check(&state, !fail, json) {
             Ok(code) => ExitCode::from(code),
             Err(error) => {
@@ -215,6 +252,7 @@ fn init(
         http,
         handle,
         boot_tries: boot_tries.max(1),
+        attestation: Default::default(),
     };
     let (_, public) = StateDir::init(&state, &root, &director, config)?;
     println!("{}", hex::encode(public));
