@@ -925,6 +925,9 @@ impl PeerProc {
         let mut command = Command::new(bin("ota-peer"));
         command
             .args(["serve", "--listen", listen, "--metrics", "127.0.0.1:0"])
+            // Mutable metadata (timestamp.json) refreshed every second, so that a release
+            // the director offers is soon in what the peer serves.
+            .args(["--metadata-ttl-secs", "1"])
             .args(["--data", data.to_str().unwrap()])
             .args(["--origin", origin.0, "--origin-pin", origin.1])
             .args(["--ready-file", ready.to_str().unwrap()])
@@ -1028,4 +1031,51 @@ fn base64_of(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+#[test]
+fn attack_partial_bundle_offer_of_some_artifacts_of_a_release_is_refused() {
+    let temp = tempfile::tempdir().unwrap();
+    let fixture = OriginFixture::new(temp.path());
+    let system = published(
+        temp.path(),
+        "system.img",
+        &test_image("bundle system", 1 << 20),
+    );
+    let boot = published(
+        temp.path(),
+        "boot.img",
+        &test_image("bundle boot", 256 << 10),
+    );
+    fixture.release("stable", 1, &[("system", &system), ("boot", &boot)], &[]);
+    let served = fixture.serve();
+    let director = FakeDirector::start(served.quic, &served.pin);
+    let device = Dev::new(
+        temp.path(),
+        "device",
+        &fixture,
+        &director.addr.to_string(),
+        &director.pin,
+        "stable",
+    );
+    let key = Arc::new(stolen_key(&fixture, "director"));
+    let offer_keeping = |keep: usize| {
+        let (data, handle, key) = (fixture.data.clone(), device.handle.clone(), key.clone());
+        move |nonce: &[u8; 32]| {
+            let mut offer = honest_offer(&data, 1, &handle, nonce);
+            offer.artifacts.truncate(keep);
+            Some(offer.sign(&[&key]))
+        }
+    };
+    // The director (or whoever holds its key) offers the release's first artifact only:
+    // every artifact is signed, but the signed release manifest lists both.
+    director.set_offer(offer_keeping(1));
+    let done = device.update_refused(&[], "(a release installs all or nothing)");
+    assert_eq!(done["error_class"], "offer-mismatch", "{done}");
+    assert!(device.image("B", "system").is_none() && device.image("B", "boot").is_none());
+    // Control: the whole bundle installs.
+    director.set_offer(offer_keeping(2));
+    let report = device.update_ok(&[]);
+    assert_eq!(report["release"], 1);
+    assert!(device.image("B", "system").is_some() && device.image("B", "boot").is_some());
 }

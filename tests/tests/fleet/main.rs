@@ -5,6 +5,7 @@
 mod attacks;
 mod device;
 mod emulated_sites;
+mod faults;
 mod harness;
 mod peer;
 mod live;
