@@ -61,6 +61,31 @@ fn twenty_clients_one_upstream_fetch_per_chunk() {
     assert_eq!(up.bytes(), unique);
     assert_eq!(peer.stat("bytes_up"), unique);
     assert_eq!(peer.stat("bytes_served"), 20 * unique);
+    // `ota-peer status` reports the same, from the stats file the peer rewrites every second.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ota-peer"))
+        .args(["status", "--json", "--data"])
+        .arg(&peer.data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["bytes_up"], unique);
+    assert_eq!(status["bytes_served"], 20 * unique);
+    let text = std::process::Command::new(env!("CARGO_BIN_EXE_ota-peer"))
+        .args(["status", "--data"])
+        .arg(&peer.data)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(
+        text.contains(&format!("pulled:   {unique} bytes")),
+        "{text}"
+    );
     // Unknown lengths are budgeted as the largest default chunk (256 KiB), so the budget is
     // never exceeded: bytes pulled <= burst + rate x time.
     let allowed = burst as f64 + rate as f64 * elapsed;
