@@ -14,10 +14,10 @@
 //! unsaturated one). Flows outside the component keep their rates and their use of the
 //! component's links is subtracted first. If filling saturates a link that also carries
 //! flows outside the component, the component grows to take them in and is filled again.
-//! Completion times go into the caller's event heap lazily: a flow remembers when its head
-//! item is due and the earliest timer it has pending; a rate change that makes it due later
-//! pushes nothing (the pending timer fires early and re-arms), only an earlier one pushes a new
-//! timer, and superseded timers are recognised and dropped when they come up.
+//! Completion times live in the network's own indexed heap, one entry per active flow, moved
+//! in place when a rate change moves its head item's due time: nothing stale piles up when a
+//! crowded link's rates change at every arrival and departure. The caller asks
+//! [`Network::next_due`] and takes due items with [`Network::pop_due`].
 //!
 //! Times are integer microseconds; rates are bytes per second (`f64`, evaluated in a fixed
 //! order, so runs are bit-for-bit repeatable).
@@ -42,15 +42,6 @@ pub struct Item {
     pub tag: u64,
 }
 
-/// Look at a connection at `at` (microseconds): its head item may be done.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timer {
-    /// When.
-    pub at: u64,
-    /// Which connection.
-    pub flow: FlowId,
-}
-
 #[derive(Debug)]
 struct Link {
     capacity: f64,
@@ -70,13 +61,12 @@ struct Flow {
     since: u64,
     /// When the head item is done at the current rate (`NEVER`: idle or stalled).
     due: u64,
-    /// The earliest timer pending for this flow (`NEVER`: none); at most `due`.
-    armed: u64,
     active: bool,
     open: bool,
 }
 
 const NEVER: u64 = u64::MAX;
+const NOT_QUEUED: u32 = u32::MAX;
 
 impl Default for Flow {
     fn default() -> Self {
@@ -87,7 +77,6 @@ impl Default for Flow {
             rate: 0.0,
             since: 0,
             due: NEVER,
-            armed: NEVER,
             active: false,
             open: false,
         }
@@ -106,7 +95,11 @@ pub struct Network {
     resized: Vec<u32>,
     /// Flows that went active.
     started: Vec<u32>,
-    timers: Vec<Timer>,
+    /// Flows with a head item due, as a binary min-heap on (`due`, flow): one entry per flow,
+    /// moved in place when its rate changes.
+    due_heap: Vec<u32>,
+    /// Each flow's index in `due_heap` (`NOT_QUEUED`: none).
+    heap_pos: Vec<u32>,
     // Scratch, indexed by link or flow, valid where the mark equals `epoch`.
     epoch: u32,
     link_mark: Vec<u32>,
@@ -182,18 +175,17 @@ impl Network {
 
     /// Open an idle connection over `path`.
     pub fn open(&mut self, path: &[LinkId]) -> FlowId {
-        let mut flow = Flow {
+        let flow = Flow {
             path: path.iter().map(|l| l.0).collect(),
             open: true,
             ..Flow::default()
         };
         if let Some(slot) = self.free.pop() {
-            // A timer of the slot's previous flow may still be pending: keep it known.
-            flow.armed = self.flows[slot as usize].armed;
             self.flows[slot as usize] = flow;
             FlowId(slot)
         } else {
             self.flows.push(flow);
+            self.heap_pos.push(NOT_QUEUED);
             self.flow_mark.push(0);
             self.new_rate.push(0.0);
             self.frozen.push(0);
@@ -266,10 +258,10 @@ impl Network {
             self.account(now, &path, sent);
             self.deactivate(flow.0);
         }
+        self.set_due(flow.0, NEVER);
         let f = &mut self.flows[flow.0 as usize];
         f.open = false;
         f.queue.clear();
-        f.due = NEVER;
         self.free.push(flow.0);
     }
 
@@ -279,44 +271,31 @@ impl Network {
         self.resized.push(link.0);
     }
 
-    /// A timer fired: if the head item is due now, it is done; returns it. (A timer that
-    /// fired early re-arms for when the item is due.)
-    pub fn complete(&mut self, now: u64, timer: Timer) -> Option<Item> {
-        let f = self.flows.get_mut(timer.flow.0 as usize)?;
-        if f.armed != timer.at {
-            return None; // superseded by an earlier timer
-        }
-        f.armed = NEVER;
-        if !f.open || !f.active {
+    /// When the next head item is due, microseconds.
+    pub fn next_due(&self) -> Option<u64> {
+        self.due_heap.first().map(|&f| self.flows[f as usize].due)
+    }
+
+    /// The head item of a connection that is due at `now`, if any (call until `None`): it
+    /// is done, and the connection moves on to its next item.
+    pub fn pop_due(&mut self, now: u64) -> Option<(FlowId, Item)> {
+        let &flow = self.due_heap.first()?;
+        if self.flows[flow as usize].due > now {
             return None;
         }
-        if f.due != now {
-            if f.due != NEVER {
-                f.armed = f.due;
-                self.timers.push(Timer {
-                    at: f.due,
-                    flow: timer.flow,
-                });
-            }
-            return None;
-        }
+        let f = &mut self.flows[flow as usize];
         let item = f.queue.pop_front()?;
         let path = f.path.clone();
         self.account(now, &path, item.bytes as f64);
-        self.start_next(now, timer.flow.0);
-        Some(item)
+        self.start_next(now, flow);
+        Some((FlowId(flow), item))
     }
 
-    /// Recompute rates where something changed, and emit new timers.
+    /// Bring every rate up to date after changes at `now`.
     pub fn settle(&mut self, now: u64) {
         while !(self.dirty.is_empty() && self.resized.is_empty() && self.started.is_empty()) {
             self.recompute(now);
         }
-    }
-
-    /// New completion timers since the last call.
-    pub fn take_timers(&mut self) -> impl Iterator<Item = Timer> + '_ {
-        self.timers.drain(..)
     }
 
     fn account(&mut self, now: u64, path: &[u32], bytes: f64) {
@@ -357,9 +336,9 @@ impl Network {
     }
 
     fn deactivate(&mut self, flow: u32) {
+        self.set_due(flow, NEVER);
         let f = &mut self.flows[flow as usize];
         f.active = false;
-        f.due = NEVER;
         let rate = f.rate;
         f.rate = 0.0;
         let path = f.path.clone();
@@ -373,22 +352,87 @@ impl Network {
         }
     }
 
-    /// Compute when the head item is due; push a timer only if none is pending by then.
+    /// Compute when the head item is due, and move the flow in the due heap.
     fn arm(&mut self, flow: u32) {
-        let f = &mut self.flows[flow as usize];
-        f.due = if f.rate > 0.0 {
+        let f = &self.flows[flow as usize];
+        let due = if f.rate > 0.0 {
             let us = (f.head_left / f.rate * 1e6).ceil();
             f.since
                 .saturating_add(if us >= 1e18 { u64::MAX / 2 } else { us as u64 })
         } else {
             NEVER
         };
-        if f.due < f.armed {
-            f.armed = f.due;
-            self.timers.push(Timer {
-                at: f.due,
-                flow: FlowId(flow),
-            });
+        self.set_due(flow, due);
+    }
+
+    fn key(&self, flow: u32) -> (u64, u32) {
+        (self.flows[flow as usize].due, flow)
+    }
+
+    /// Set a flow's due time, inserting, moving or (`NEVER`) removing it in the due heap.
+    fn set_due(&mut self, flow: u32, due: u64) {
+        let old = self.flows[flow as usize].due;
+        self.flows[flow as usize].due = due;
+        let pos = self.heap_pos[flow as usize];
+        if pos == NOT_QUEUED {
+            if due != NEVER {
+                let i = self.due_heap.len();
+                self.due_heap.push(flow);
+                self.heap_pos[flow as usize] = i as u32;
+                self.sift_up(i);
+            }
+            return;
+        }
+        let i = pos as usize;
+        if due == NEVER {
+            let last = self.due_heap.len() - 1;
+            self.heap_swap(i, last);
+            self.due_heap.pop();
+            self.heap_pos[flow as usize] = NOT_QUEUED;
+            if i < self.due_heap.len() {
+                self.sift_down(i);
+                self.sift_up(i);
+            }
+        } else if due < old {
+            self.sift_up(i);
+        } else if due > old {
+            self.sift_down(i);
+        }
+    }
+
+    fn heap_swap(&mut self, i: usize, j: usize) {
+        self.due_heap.swap(i, j);
+        self.heap_pos[self.due_heap[i] as usize] = i as u32;
+        self.heap_pos[self.due_heap[j] as usize] = j as u32;
+    }
+
+    fn sift_up(&mut self, mut i: usize) {
+        while i > 0 {
+            let parent = (i - 1) / 2;
+            if self.key(self.due_heap[i]) >= self.key(self.due_heap[parent]) {
+                break;
+            }
+            self.heap_swap(i, parent);
+            i = parent;
+        }
+    }
+
+    fn sift_down(&mut self, mut i: usize) {
+        let n = self.due_heap.len();
+        loop {
+            let (l, r) = (2 * i + 1, 2 * i + 2);
+            let mut least = i;
+            if l < n && self.key(self.due_heap[l]) < self.key(self.due_heap[least]) {
+                least = l;
+            }
+            if r < n && self.key(self.due_heap[r]) < self.key(self.due_heap[least]) {
+                least = r;
+            }
+            if least == i {
+                break;
+            }
+            self.heap_swap(i, least);
+            i = least;
         }
     }
 
@@ -502,8 +546,13 @@ impl Network {
     /// Progressive filling of the component's flows into what their links have left after
     /// the flows outside it. Returns links that ended up saturated while carrying flows
     /// outside the component (the component must grow over them).
+    ///
+    /// Cost: one heap entry per link with unfrozen flows, re-pushed once per bottleneck step
+    /// that touched it (not once per flow), and the filling stops as soon as every flow is
+    /// frozen, so that the private access links of a crowded LAN's flows are never popped.
     fn fill(&mut self, comp_links: &[u32], comp_flows: &[u32]) -> Vec<u32> {
         let epoch = self.epoch;
+        let mut entries = Vec::with_capacity(comp_links.len());
         for &l in comp_links {
             let link = &self.links[l as usize];
             let mut outside = 0.0;
@@ -515,30 +564,35 @@ impl Network {
                     outside += self.flows[f as usize].rate;
                 }
             }
-            self.residual[l as usize] = (link.capacity - outside).max(0.0);
+            let residual = (link.capacity - outside).max(0.0);
+            self.residual[l as usize] = residual;
             self.unfrozen[l as usize] = inside;
             self.link_gen[l as usize] = 0;
+            if inside > 0 {
+                entries.push(Share {
+                    share: residual / f64::from(inside),
+                    link: l,
+                    generation: 0,
+                });
+            }
         }
         let frozen_mark = epoch;
         for &f in comp_flows {
             self.frozen[f as usize] = frozen_mark.wrapping_sub(1);
         }
-        let mut heap: BinaryHeap<Share> = comp_links
-            .iter()
-            .filter(|&&l| self.unfrozen[l as usize] > 0)
-            .map(|&l| Share {
-                share: self.residual[l as usize] / f64::from(self.unfrozen[l as usize]),
-                link: l,
-                generation: 0,
-            })
-            .collect();
+        let mut left = comp_flows.len();
+        let mut heap = BinaryHeap::from(entries);
         let mut grown = Vec::new();
-        while let Some(Share {
-            share,
-            link,
-            generation,
-        }) = heap.pop()
-        {
+        let mut touched: Vec<u32> = Vec::new();
+        while left > 0 {
+            let Some(Share {
+                share,
+                link,
+                generation,
+            }) = heap.pop()
+            else {
+                break;
+            };
             if generation != self.link_gen[link as usize] || self.unfrozen[link as usize] == 0 {
                 continue;
             }
@@ -554,18 +608,27 @@ impl Network {
                 }
                 self.frozen[f as usize] = frozen_mark;
                 self.new_rate[f as usize] = share;
+                left -= 1;
                 for j in 0..self.flows[f as usize].path.len() {
                     let m = self.flows[f as usize].path[j] as usize;
                     self.residual[m] = (self.residual[m] - share).max(0.0);
                     self.unfrozen[m] -= 1;
-                    self.link_gen[m] += 1;
-                    if self.unfrozen[m] > 0 {
-                        heap.push(Share {
-                            share: self.residual[m] / f64::from(self.unfrozen[m]),
-                            link: m as u32,
-                            generation: self.link_gen[m],
-                        });
+                    if self.link_gen[m] & TOUCHED == 0 {
+                        self.link_gen[m] |= TOUCHED;
+                        touched.push(m as u32);
                     }
+                }
+            }
+            // One new entry per touched link that still has unfrozen flows.
+            for m in touched.drain(..) {
+                let m = m as usize;
+                self.link_gen[m] = (self.link_gen[m] & !TOUCHED) + 1;
+                if self.unfrozen[m] > 0 {
+                    heap.push(Share {
+                        share: self.residual[m] / f64::from(self.unfrozen[m]),
+                        link: m as u32,
+                        generation: self.link_gen[m],
+                    });
                 }
             }
             if outside && self.link_expanded[link as usize] != epoch {
@@ -575,6 +638,9 @@ impl Network {
         grown
     }
 }
+
+/// Marks a link touched in the current filling step (in its generation word).
+const TOUCHED: u32 = 1 << 31;
 
 /// A heap entry: the fair share a link offers its unfrozen flows (smallest first).
 #[derive(Debug, Clone, Copy)]
@@ -711,18 +777,18 @@ mod tests {
         net.push(0, f, item(500_000));
         net.push(0, f, item(250_000));
         net.settle(0);
-        let t: Vec<Timer> = net.take_timers().collect();
-        assert_eq!(t.len(), 1);
-        assert_eq!(t[0].at, 500_000);
-        assert!(net.complete(t[0].at, t[0]).is_some());
-        let t2: Vec<Timer> = net.take_timers().collect();
-        assert_eq!(t2[0].at, 750_000);
+        assert_eq!(net.next_due(), Some(500_000));
+        assert!(net.pop_due(499_999).is_none(), "not yet");
+        let (flow, done) = net.pop_due(500_000).unwrap();
+        assert_eq!((flow, done.bytes), (f, 500_000));
+        assert!(net.pop_due(500_000).is_none());
+        assert_eq!(net.next_due(), Some(750_000));
         // Cancel halfway through the second item: 125 000 bytes were sent.
         assert!(net.cancel(625_000, f, |_| true));
         net.settle(625_000);
         assert_eq!(net.carried(l), 625_000.0);
         assert_eq!(net.watched_bins(), [625_000.0]);
-        // The stale timer does nothing.
-        assert!(net.complete(750_000, t2[0]).is_none());
+        // Nothing is due any more.
+        assert_eq!(net.next_due(), None);
     }
 }

@@ -114,6 +114,16 @@ pub struct Completion {
     pub bound_by: String,
     /// `time_s / fluid_bound_s`.
     pub ratio: Option<f64>,
+    /// With faulty caches: the fluid bound given which caches lie or are slow (see
+    /// `Bounds::compute`), seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fault_aware_bound_s: Option<f64>,
+    /// Its binding term.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fault_aware_bound_by: Option<String>,
+    /// `time_s / fault_aware_bound_s`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fault_aware_ratio: Option<f64>,
     /// Median install time, seconds.
     pub p50_s: Option<f64>,
     /// 90th percentile.
@@ -131,6 +141,12 @@ pub struct Egress {
     pub lower_bound_bytes: u64,
     /// `bytes / lower_bound_bytes`.
     pub ratio: Option<f64>,
+    /// With faulty caches: the least the origin must send given which caches lie.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fault_aware_lower_bound_bytes: Option<u64>,
+    /// `bytes / fault_aware_lower_bound_bytes`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fault_aware_ratio: Option<f64>,
     /// Sites the release reached (an offered device or a prefetching cache).
     pub sites_reached: u64,
     /// Root sites: reached sites fed by the origin rather than by another site.
@@ -221,10 +237,10 @@ pub struct SimulationFigures {
     pub events: u64,
     /// Network component recomputations.
     pub rate_recomputations: u64,
-    /// Events that were completion timers superseded by a later rate change.
-    pub stale_timers: u64,
     /// Timers asked for in the past (re-armed a millisecond later).
     pub past_timers: u64,
+    /// Device connections lost to a cut link (the scheduler backs off and retries).
+    pub lost_connections: u64,
     /// Virtual time at the end, seconds.
     pub end_s: f64,
     /// Whether the scenario's time limit stopped the run.
@@ -270,7 +286,12 @@ pub struct SiteFigures {
 
 /// Build the report of a run (and of its undisturbed baseline, if any).
 pub fn build(sc: &Scenario, seed: u64, out: &Outcome, baseline: Option<&Outcome>) -> Report {
-    let bounds = Bounds::compute(sc, out);
+    let bounds = Bounds::compute(sc, out, false);
+    let faulty = out.sites.iter().any(|s| {
+        !s.slow_caches.is_empty()
+            || (!s.corrupt_caches.is_empty() && sc.faults.corrupt_share >= 1.0)
+    });
+    let aware = faulty.then(|| Bounds::compute(sc, out, true));
     let secs = |us: u64| round3(us as f64 / 1e6);
     let offered: Vec<&crate::sim::DeviceOutcome> = out
         .devices
@@ -386,6 +407,11 @@ pub fn build(sc: &Scenario, seed: u64, out: &Outcome, baseline: Option<&Outcome>
             fluid_bound_s: round3(bounds.time_s),
             bound_by: bounds.bound_by.clone(),
             ratio: completion_s.and_then(|t| ratio(t, bounds.time_s)),
+            fault_aware_bound_s: aware.as_ref().map(|a| round3(a.time_s)),
+            fault_aware_bound_by: aware.as_ref().map(|a| a.bound_by.clone()),
+            fault_aware_ratio: aware
+                .as_ref()
+                .and_then(|a| completion_s.and_then(|t| ratio(t, a.time_s))),
             p50_s: pct(0.5),
             p90_s: pct(0.9),
             p99_s: pct(0.99),
@@ -394,6 +420,10 @@ pub fn build(sc: &Scenario, seed: u64, out: &Outcome, baseline: Option<&Outcome>
             bytes: out.origin_egress.round() as u64,
             lower_bound_bytes: bounds.egress_bytes,
             ratio: ratio(out.origin_egress, bounds.egress_bytes as f64),
+            fault_aware_lower_bound_bytes: aware.as_ref().map(|a| a.egress_bytes),
+            fault_aware_ratio: aware
+                .as_ref()
+                .and_then(|a| ratio(out.origin_egress, a.egress_bytes as f64)),
             sites_reached: bounds.sites_reached,
             root_sites: bounds.root_sites,
         },
@@ -440,8 +470,8 @@ pub fn build(sc: &Scenario, seed: u64, out: &Outcome, baseline: Option<&Outcome>
         simulation: SimulationFigures {
             events: out.events,
             rate_recomputations: out.recomputes,
-            stale_timers: out.stale_timers,
             past_timers: out.past_timers,
+            lost_connections: out.lost_connections,
             end_s: secs(out.end_us),
             time_limit_hit: out.time_limit_hit,
         },
@@ -493,6 +523,14 @@ impl Report {
             c.bound_by,
             optr(c.ratio)
         );
+        if let Some(b) = c.fault_aware_bound_s {
+            let _ = writeln!(
+                s,
+                "  given the faulty caches: fluid bound {b:.1} s ({}), ratio {}",
+                c.fault_aware_bound_by.as_deref().unwrap_or(""),
+                optr(c.fault_aware_ratio)
+            );
+        }
         let _ = writeln!(
             s,
             "origin egress {:.1} MiB, lower bound {:.1} MiB, ratio {}",
@@ -500,6 +538,14 @@ impl Report {
             e.lower_bound_bytes as f64 / 1048576.0,
             optr(e.ratio)
         );
+        if let Some(b) = e.fault_aware_lower_bound_bytes {
+            let _ = writeln!(
+                s,
+                "  given the faulty caches: lower bound {:.1} MiB, ratio {}",
+                b as f64 / 1048576.0,
+                optr(e.fault_aware_ratio)
+            );
+        }
         let i = &self.integrity;
         let _ = writeln!(
             s,
@@ -520,9 +566,9 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "{} events ({} stale timers), {} rate recomputations, aggregation: {} real chunks per block",
+            "{} events, {} lost connections, {} rate recomputations, aggregation: {} real chunks per block",
             self.simulation.events,
-            self.simulation.stale_timers,
+            self.simulation.lost_connections,
             self.simulation.rate_recomputations,
             self.aggregation.chunk_group
         );
@@ -714,8 +760,18 @@ pub struct SiteBound {
 
 impl Bounds {
     /// The bounds for what the run offered to whom, and when.
-    pub fn compute(sc: &Scenario, out: &Outcome) -> Self {
+    ///
+    /// With `fault_aware`, the bounds also take the run's faulty caches into account, as any
+    /// scheduler would have to: a cache that corrupts every chunk it sends (a
+    /// `corrupt_share` of 1) provides nothing and uploads nothing useful, but still pulls the
+    /// release in if it prefetches (the scenario's fault model: it fetches honestly and mangles what it
+    /// sends), and an honest cache under it falls back to the origin; a site without an honest
+    /// cache needs the release once per device over its WAN; a slow cache uploads at its
+    /// reduced speed. (Corruption below a share of 1, withholding and churn are not counted:
+    /// the bound stays a valid, weaker one.)
+    pub fn compute(sc: &Scenario, out: &Outcome, fault_aware: bool) -> Self {
         let u = out.release.unique_bytes as f64;
+        let max_block = f64::from(out.release.max_block);
         let local = (out.release.bytes - out.release.unique_bytes) as f64;
         let announce = sc.release.announce_us as f64 / 1e6;
         // Site index of the first site of each class.
@@ -779,21 +835,84 @@ impl Bounds {
             earliest = earliest.min(start[s]);
             let class = &sc.sites[site.class];
             let devices = offered[s] as f64;
+            let corrupt = |j: usize| {
+                fault_aware && sc.faults.corrupt_share >= 1.0 && site.corrupt_caches.contains(&j)
+            };
+            let honest = (0..class.peers.len()).any(|j| !corrupt(j));
+            // Prefetching caches that pull the release from the origin themselves (a cache
+            // under a corrupting one falls back to the origin).
+            let from_origin = class
+                .peers
+                .iter()
+                .enumerate()
+                .filter(|(j, p)| {
+                    p.prefetch
+                        && match p.parent {
+                            Parent::Origin => true,
+                            // A cache under a corrupting one refetches from the origin.
+                            Parent::Local(q) => corrupt(q) && !corrupt(*j),
+                            Parent::Remote { .. } => false,
+                        }
+                })
+                .count() as f64;
+            // A corrupting cache under another one falls back to the origin too, but the
+            // prefetches it had in flight when it did are dropped: at least the rest.
+            let lossy: f64 = class
+                .peers
+                .iter()
+                .enumerate()
+                .filter(|(j, p)| {
+                    p.prefetch && matches!(p.parent, Parent::Local(q) if corrupt(q) && corrupt(*j))
+                })
+                .map(|(_, p)| (u - p.upstream_in_flight as f64 * max_block).max(0.0))
+                .sum();
+            let first = !class.peers.is_empty() && roots.insert(root[s]);
             let intake = if class.peers.is_empty() {
                 devices * u
+            } else if fault_aware {
+                let remote = class
+                    .peers
+                    .iter()
+                    .filter(|p| p.prefetch && matches!(p.parent, Parent::Remote { .. }))
+                    .count() as f64;
+                let copies = (from_origin + remote).max(if honest { 1.0 } else { 0.0 });
+                copies * u + lossy + if honest { 0.0 } else { devices * u }
             } else {
                 u
             };
             sites[s].intake_bytes = intake.round() as u64;
             if class.peers.is_empty() {
                 egress += intake;
-            } else if roots.insert(root[s]) {
+            } else if fault_aware {
+                let cached = if from_origin > 0.0 {
+                    from_origin * u
+                } else if first {
+                    u
+                } else {
+                    0.0
+                };
+                egress += cached + lossy + if honest { 0.0 } else { devices * u };
+            } else if first {
                 egress += u;
             }
             if root[s] != s {
                 fed_by[root[s]] += 1;
             }
-            let upload: f64 = class.peers.iter().map(|p| p.upload).sum::<f64>() + class.uplink_down;
+            let upload: f64 = class
+                .peers
+                .iter()
+                .enumerate()
+                .map(|(j, p)| {
+                    if corrupt(j) {
+                        0.0
+                    } else if fault_aware && site.slow_caches.contains(&j) {
+                        p.upload / sc.faults.slow_factor
+                    } else {
+                        p.upload
+                    }
+                })
+                .sum::<f64>()
+                + class.uplink_down;
             // Outage windows of this site, by link: nothing crosses a link while it is down.
             let windows = |link: OutageLink| -> Vec<(f64, f64)> {
                 let mut w: Vec<(f64, f64)> = class

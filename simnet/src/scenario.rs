@@ -74,6 +74,9 @@ pub struct DeviceSettings {
     pub origin_in_flight: usize,
     /// Local copy speed from the active slot, bytes per second.
     pub slot_copy: f64,
+    /// A connection whose path is cut (a link at zero capacity) this long with requests
+    /// outstanding is lost (QUIC's idle timeout), microseconds.
+    pub idle_timeout_us: u64,
 }
 
 /// A class of identical sites.
@@ -347,6 +350,8 @@ struct RawDevice {
     origin_in_flight: Spanned<u32>,
     #[serde(default = "default_slot_copy")]
     slot_copy_mbps: Spanned<f64>,
+    #[serde(default = "default_idle_timeout")]
+    idle_timeout_s: Spanned<f64>,
 }
 
 impl Default for RawDevice {
@@ -356,6 +361,7 @@ impl Default for RawDevice {
             peer_in_flight: default_peer_in_flight(),
             origin_in_flight: default_origin_in_flight(),
             slot_copy_mbps: default_slot_copy(),
+            idle_timeout_s: default_idle_timeout(),
         }
     }
 }
@@ -524,6 +530,9 @@ fn default_origin_in_flight() -> Spanned<u32> {
 fn default_slot_copy() -> Spanned<f64> {
     s(800.0)
 }
+fn default_idle_timeout() -> Spanned<f64> {
+    s(30.0)
+}
 fn default_cache_gib() -> Spanned<f64> {
     s(64.0)
 }
@@ -638,6 +647,7 @@ impl Ctx<'_> {
                 .at_least_one("device.origin_in_flight", &raw.device.origin_in_flight)?
                 as usize,
             slot_copy: self.capacity("device.slot_copy_mbps", &raw.device.slot_copy_mbps)?,
+            idle_timeout_us: self.time("device.idle_timeout_s", &raw.device.idle_timeout_s, 1e6)?,
         };
         let mut scheduler = Config::default();
         let sch = &raw.scheduler;

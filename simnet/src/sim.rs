@@ -39,7 +39,7 @@ use ota_core::fetch::{
 use ota_core::rollout::Stage;
 use ota_core::tuf::enigm::{Channel, ReleaseNumber};
 
-use crate::net::{FlowId, Item, LinkId, Network, Timer};
+use crate::net::{FlowId, Item, LinkId, Network};
 use crate::rng::{SplitMix, mix};
 use crate::scenario::{OutageLink, Parent, Scenario};
 
@@ -60,10 +60,10 @@ pub struct Outcome {
     pub events: u64,
     /// Rate recomputations of network components.
     pub recomputes: u64,
-    /// Completion timers that had been superseded by a rate change when they came up.
-    pub stale_timers: u64,
     /// Timers a state machine asked for in the past, re-armed 1 ms later.
     pub past_timers: u64,
+    /// Device connections lost to a cut link (idle timeout).
+    pub lost_connections: u64,
     /// Virtual time when the run ended, microseconds.
     pub end_us: u64,
     /// Whether the run hit the scenario's time limit.
@@ -87,6 +87,8 @@ pub struct ReleaseSummary {
     pub blocks: u64,
     /// Real chunks per block.
     pub chunk_group: u32,
+    /// The longest block, bytes.
+    pub max_block: u32,
 }
 
 /// One device.
@@ -131,6 +133,10 @@ pub struct SiteOutcome {
     pub corrupt_rejected_by_peers: u64,
     /// Chunks withheld by the site's peers.
     pub withheld: u64,
+    /// Its caches that corrupt what they send (indices in the class's `peer` list).
+    pub corrupt_caches: Vec<usize>,
+    /// Its caches whose upload is divided by `slow_factor`.
+    pub slow_caches: Vec<usize>,
 }
 
 /// Cache counters over all peers.
@@ -244,6 +250,7 @@ impl Release {
             fingerprint ^= tag;
         }
         let blocks = lens.len() as u64;
+        let max_block = lens.iter().copied().max().unwrap_or(0);
         Self {
             ids,
             lens,
@@ -257,6 +264,7 @@ impl Release {
                 real_chunks: real,
                 blocks,
                 chunk_group: spec.chunk_group,
+                max_block,
             },
         }
     }
@@ -360,7 +368,6 @@ enum Receiver {
 
 #[derive(Debug)]
 enum Ev {
-    Flow(Timer),
     AtPeer {
         peer: u32,
         from: u64,
@@ -382,6 +389,12 @@ enum Ev {
     },
     ChurnOff(u32),
     ChurnOn(u32),
+    /// A device's connection may have been cut for the idle timeout.
+    ConnCheck {
+        dev: u32,
+        slot: u32,
+        epoch: u32,
+    },
 }
 
 #[derive(Debug)]
@@ -422,8 +435,8 @@ struct Sim<'a> {
     seq: u64,
     now: u64,
     events: u64,
-    stale_timers: u64,
     past_timers: u64,
+    lost_conns: u64,
     config: Config,
     peer_in_flight: usize,
     origin_in_flight: usize,
@@ -465,7 +478,8 @@ impl<'a> Sim<'a> {
                 let lan = net.add_link(class.lan, class.lan_latency_us);
                 let p0 = peers.len() as u32;
                 firsts.push(p0);
-                for spec in &class.peers {
+                let (mut corrupt_caches, mut slow_caches) = (Vec::new(), Vec::new());
+                for (j, spec) in class.peers.iter().enumerate() {
                     let draw = fault_rng.unit();
                     let fault = if draw < f.corrupt_peers {
                         faulty.corrupt += 1;
@@ -479,6 +493,11 @@ impl<'a> Sim<'a> {
                     } else {
                         Fault::None
                     };
+                    match fault {
+                        Fault::Corrupt => corrupt_caches.push(j),
+                        Fault::Slow => slow_caches.push(j),
+                        Fault::None | Fault::Withhold => {}
+                    }
                     let upload = if fault == Fault::Slow {
                         spec.upload / f.slow_factor
                     } else {
@@ -556,6 +575,8 @@ impl<'a> Sim<'a> {
                         name: format!("{}-{i}", class.name),
                         class: c,
                         index: i,
+                        corrupt_caches,
+                        slow_caches,
                         ..SiteOutcome::default()
                     },
                 });
@@ -593,8 +614,8 @@ impl<'a> Sim<'a> {
             seq: 0,
             now: 0,
             events: 0,
-            stale_timers: 0,
             past_timers: 0,
+            lost_conns: 0,
             config,
             // In blocks; with aggregation, at least two so that a connection never runs dry
             // between one block and the next request (as a pipelining device's would not).
@@ -667,41 +688,41 @@ impl<'a> Sim<'a> {
         }
 
         let mut time_limit_hit = false;
-        while let Some(Reverse(top)) = self.heap.peek() {
-            let t = top.at;
+        loop {
+            // The next moment: an event, or an item that a connection finishes sending.
+            let next_event = self.heap.peek().map(|Reverse(e)| e.at);
+            let Some(t) = next_event.into_iter().chain(self.net.next_due()).min() else {
+                break;
+            };
             if t > self.sc.max_time_us {
                 time_limit_hit = true;
                 break;
             }
             self.now = t;
-            while self.heap.peek().is_some_and(|Reverse(e)| e.at == t) {
-                let Some(Reverse(entry)) = self.heap.pop() else {
+            loop {
+                if let Some((flow, item)) = self.net.pop_due(t) {
+                    self.events += 1;
+                    match self.owners[flow.0 as usize] {
+                        Owner::Device { dev, slot } => self.device_receives(dev, slot, item),
+                        Owner::Peer(p) => self.peer_receives(p, item),
+                    }
+                } else if self.heap.peek().is_some_and(|Reverse(e)| e.at == t) {
+                    let Some(Reverse(entry)) = self.heap.pop() else {
+                        break;
+                    };
+                    self.events += 1;
+                    self.handle(entry.ev);
+                } else {
                     break;
-                };
-                self.events += 1;
-                self.handle(entry.ev);
+                }
             }
             self.net.settle(t);
-            let timers: Vec<Timer> = self.net.take_timers().collect();
-            for timer in timers {
-                self.at(timer.at, Ev::Flow(timer));
-            }
         }
         self.finish(time_limit_hit)
     }
 
     fn handle(&mut self, ev: Ev) {
         match ev {
-            Ev::Flow(timer) => {
-                let Some(item) = self.net.complete(self.now, timer) else {
-                    self.stale_timers += 1;
-                    return;
-                };
-                match self.owners[timer.flow.0 as usize] {
-                    Owner::Device { dev, slot } => self.device_receives(dev, slot, item),
-                    Owner::Peer(p) => self.peer_receives(p, item),
-                }
-            }
             Ev::AtPeer {
                 peer,
                 from,
@@ -734,7 +755,13 @@ impl<'a> Sim<'a> {
             Ev::CheckIn(d) => self.check_in(d),
             Ev::Wave(w) => self.open_wave(w as usize),
             Ev::Announce => self.announce(),
-            Ev::Capacity { link, capacity } => self.net.set_capacity(link, capacity),
+            Ev::Capacity { link, capacity } => {
+                self.net.set_capacity(link, capacity);
+                if capacity <= 0.0 {
+                    self.link_cut(link);
+                }
+            }
+            Ev::ConnCheck { dev, slot, epoch } => self.conn_check(dev, slot, epoch),
             Ev::ChurnOff(d) => self.churn_off(d),
             Ev::ChurnOn(d) => {
                 if self.devices[d as usize].state == DevState::Offline {
@@ -961,8 +988,95 @@ impl<'a> Sim<'a> {
         }
     }
 
+    /// The links a device's connection crosses (none for its local slot).
+    fn conn_path(&self, d: u32, slot: u32) -> Vec<LinkId> {
+        match self.devices[d as usize].conns[slot as usize].endpoint {
+            Endpoint::Local => Vec::new(),
+            Endpoint::Peer(p) => self.peer_to_device(p, d),
+            Endpoint::Origin => self.origin_to_device(d),
+        }
+    }
+
+    fn path_cut(&self, path: &[LinkId]) -> bool {
+        path.iter().any(|&l| self.net.capacity(l) <= 0.0)
+    }
+
+    /// A link went down: every device connection across it with requests outstanding is lost
+    /// if it is still down after the idle timeout.
+    fn link_cut(&mut self, link: LinkId) {
+        let Some(site) = self
+            .sites
+            .iter()
+            .position(|s| s.wan_down == link || s.lan == link)
+        else {
+            return;
+        };
+        let at = self.now + self.sc.device.idle_timeout_us;
+        for d in self.sites[site].devices.clone() {
+            let dev = &self.devices[d as usize];
+            if dev.state != DevState::Downloading {
+                continue;
+            }
+            let epoch = dev.epoch;
+            for slot in 0..dev.conns.len() as u32 {
+                if !self.devices[d as usize].conns[slot as usize]
+                    .outstanding
+                    .is_empty()
+                    && self.conn_path(d, slot).contains(&link)
+                {
+                    self.at(
+                        at,
+                        Ev::ConnCheck {
+                            dev: d,
+                            slot,
+                            epoch,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// The idle timeout of a connection that was cut: if it still is, with requests
+    /// outstanding, the device loses it and tells its scheduler (which backs off).
+    fn conn_check(&mut self, d: u32, slot: u32, epoch: u32) {
+        let dev = &self.devices[d as usize];
+        if dev.epoch != epoch
+            || dev.state != DevState::Downloading
+            || dev.conns[slot as usize].outstanding.is_empty()
+            || !self.path_cut(&self.conn_path(d, slot))
+        {
+            return;
+        }
+        let now = self.now_ms();
+        let dev = &mut self.devices[d as usize];
+        let conn = &mut dev.conns[slot as usize];
+        conn.outstanding.clear();
+        if let Some(flow) = conn.flow.take() {
+            self.net.close(self.now, flow);
+        }
+        self.lost_conns += 1;
+        if let Some(s) = dev.sched.as_mut() {
+            s.handle_source_lost(now, SourceId(slot));
+        }
+        self.device_actions(d);
+    }
+
     fn device_request(&mut self, d: u32, slot: u32, ids: &[ChunkId]) {
         let idx: Vec<u32> = ids.iter().map(|id| self.rel.index[id]).collect();
+        if self.path_cut(&self.conn_path(d, slot)) {
+            // Asked across a cut link: nothing comes back before the idle timeout.
+            let epoch = self.devices[d as usize].epoch;
+            let at = self.now + self.sc.device.idle_timeout_us;
+            self.at(
+                at,
+                Ev::ConnCheck {
+                    dev: d,
+                    slot,
+                    epoch,
+                },
+            );
+        }
         let dev = &mut self.devices[d as usize];
         let epoch = dev.epoch;
         let conn = &mut dev.conns[slot as usize];
@@ -1228,6 +1342,13 @@ impl<'a> Sim<'a> {
 
     fn peer_actions(&mut self, p: u32) {
         while let Some(action) = self.peers[p as usize].cache.poll_action() {
+            self.cache_action(p, action);
+        }
+        self.arm_peer(p);
+    }
+
+    fn cache_action(&mut self, p: u32, action: CacheAction) {
+        {
             match action {
                 CacheAction::Serve { requester, id } => {
                     let c = self.rel.index[&id];
@@ -1258,6 +1379,9 @@ impl<'a> Sim<'a> {
                 _ => {}
             }
         }
+    }
+
+    fn arm_peer(&mut self, p: u32) {
         let now = self.now_ms();
         let peer = &mut self.peers[p as usize];
         let Some(t) = peer.cache.poll_timeout(now) else {
@@ -1362,6 +1486,22 @@ impl<'a> Sim<'a> {
         self.peers[p as usize]
             .cache
             .handle_upstream(now, id, outcome, len);
+        if outcome == UpstreamOutcome::Corrupt {
+            // What peer-node does with the requests that waited on the refused chunk: ask
+            // again, now of the origin, rather than tell them the cache lacks it.
+            let mut retry = Vec::new();
+            while let Some(action) = self.peers[p as usize].cache.poll_action() {
+                match action {
+                    CacheAction::Missing { requester, id: i } if i == id => retry.push(requester),
+                    other => self.cache_action(p, other),
+                }
+            }
+            for requester in retry {
+                self.peers[p as usize]
+                    .cache
+                    .handle_request(now, requester, id);
+            }
+        }
         self.peer_actions(p);
     }
 
@@ -1405,8 +1545,8 @@ impl<'a> Sim<'a> {
             egress_bins: self.net.watched_bins().to_vec(),
             events: self.events,
             recomputes: self.net.recomputes(),
-            stale_timers: self.stale_timers,
             past_timers: self.past_timers,
+            lost_connections: self.lost_conns,
             end_us: self.now,
             time_limit_hit,
             cache,

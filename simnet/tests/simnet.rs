@@ -124,6 +124,21 @@ corrupt_peers = 0.3
     let baseline = r.baseline.as_ref().unwrap();
     assert!(baseline.delay_s.unwrap() > 1.0, "{baseline:?}");
     assert!(r.sources.origin_bytes > 0);
+    // Given which caches lie, the egress and the completion are close to what any scheduler
+    // could do, and those bounds are still bounds (never above what was measured).
+    let egress = r.origin_egress.fault_aware_ratio.unwrap();
+    assert!(
+        (1.0..=1.05).contains(&egress),
+        "fault-aware egress ratio {egress}"
+    );
+    assert!(
+        r.origin_egress.fault_aware_lower_bound_bytes.unwrap() > r.origin_egress.lower_bound_bytes
+    );
+    let time = r.completion.fault_aware_ratio.unwrap();
+    assert!(
+        (1.0..=1.3).contains(&time),
+        "fault-aware completion ratio {time}"
+    );
 }
 
 #[test]
@@ -164,6 +179,13 @@ fn outage_delays_completion_but_everything_installs() {
     // The bound knows the outage too: still a lower bound.
     assert!(r.completion.fluid_bound_s >= 60.0);
     assert!(r.completion.ratio.unwrap() >= 1.0);
+    // Devices lost their connections to the origin across the cut uplink, backed off and
+    // stayed with their cache: the origin sent the release about once per ship, not once per
+    // device.
+    assert!(r.simulation.lost_connections > 0);
+    assert_eq!(r.sources.bans, 0, "an outage bans nobody");
+    let egress = r.origin_egress.ratio.unwrap();
+    assert!((1.0..=1.05).contains(&egress), "egress ratio {egress}");
 }
 
 #[test]
