@@ -8,5 +8,5 @@ mod device;
 mod emulated_sites;
 mod faults;
 mod harness;
-mod peer;
 mod live;
+mod peer;
