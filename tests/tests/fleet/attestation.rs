@@ -218,7 +218,15 @@ fn a_channel_requiring_attestation_installs_on_the_attested_device_only() {
          (chain does not lead to a configured trust anchor)",
     );
 
-    // A software CA directory that is not one is refused when configured (exit 2).
+    // The same device with the fleet's provider: offered and installed, attestation the only
+    // difference.
+    plain.attest_with(&fleet);
+    let done = plain.update();
+    assert_eq!(done["outcome"], "installed", "{done}");
+    assert_eq!(done["release"], 1);
+
+    // A software CA directory that is not one is refused when configured (exit 2), and the
+    // recorded provider stays.
     let out = run(
         &bin("ota-device"),
         &[
@@ -237,4 +245,5 @@ fn a_channel_requiring_attestation_installs_on_the_attested_device_only() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert_eq!(plain.status_json()["attestation"]["provider"], "software");
 }
