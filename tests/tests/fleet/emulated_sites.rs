@@ -332,7 +332,7 @@ fn emulate(test: &str) -> Option<Measured> {
 
     // What each site took.
     let mut runs = Vec::new();
-    for site in 0..SITE_MBPS.len() {
+    for (site, sent_before) in before.iter().enumerate().take(SITE_MBPS.len()) {
         let mine = || dones.iter().filter(move |d| d.site == site);
         let last = mine().map(|d| d.at).max().unwrap();
         let kind = |k: &str| -> u64 {
@@ -343,7 +343,7 @@ fn emulate(test: &str) -> Option<Measured> {
         let wire = netns::sent(&origin_ns, &format!("site{}", site + 1))
             .unwrap()
             .0
-            - before[site];
+            - sent_before;
         runs.push(SiteRun {
             wire_bytes: wire,
             direct_bytes: kind("origin") + kind("http_mirror"),
