@@ -267,20 +267,25 @@ fn fault_kills_of_device_peer_and_origin_leave_old_or_new_image_and_lose_no_chun
             8 => Target::Peer,
             _ => Target::Origin,
         };
-        let delay = Duration::from_millis(rng.below(900));
+        let delay = Duration::from_millis(rng.below(700));
         let t0 = Instant::now();
         while t0.elapsed() < delay {
             std::thread::sleep(Duration::from_millis(2));
         }
         match target {
-            Target::Device(i) => {
-                if let Some(child) = children[i].as_mut()
-                    && child.try_wait().is_none()
-                {
-                    child.kill();
+            Target::Device(first) => {
+                // The first device from `first` on whose update is still running.
+                let n = devices.len();
+                if let Some(i) = (0..n).map(|k| (first + k) % n).find(|&i| {
+                    children[i]
+                        .as_mut()
+                        .is_some_and(|child| child.try_wait().is_none())
+                }) {
+                    if let Some(mut child) = children[i].take() {
+                        child.kill();
+                    }
                     landed[0] += 1;
                 }
-                children[i] = None;
             }
             Target::Peer => {
                 if peer.proc.try_wait().is_none() {
