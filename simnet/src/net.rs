@@ -67,6 +67,8 @@ struct Flow {
 
 const NEVER: u64 = u64::MAX;
 const NOT_QUEUED: u32 = u32::MAX;
+/// A link with more flows than this keeps its use up to date by differences.
+const CROWDED: usize = 64;
 
 impl Default for Flow {
     fn default() -> Self {
@@ -489,22 +491,33 @@ impl Network {
                 stack.push(l);
             }
         }
-        // Apply the new rates.
+        // Apply the new rates. A crowded link's use is updated by the changes (summing its
+        // thousand flows at every change would dominate); others' is summed afresh.
         for &f in &comp_flows {
             let rate = self.new_rate[f as usize];
-            if rate != self.flows[f as usize].rate {
+            let old = self.flows[f as usize].rate;
+            if rate != old {
                 self.progress(now, f);
+                for j in 0..self.flows[f as usize].path.len() {
+                    let m = self.flows[f as usize].path[j] as usize;
+                    if self.links[m].flows.len() > CROWDED {
+                        self.links[m].used += rate - old;
+                    }
+                }
                 self.flows[f as usize].rate = rate;
                 self.arm(f);
             }
         }
         for &l in &comp_links {
             let link = &self.links[l as usize];
-            let used: f64 = link
-                .flows
-                .iter()
-                .map(|&f| self.flows[f as usize].rate)
-                .sum();
+            let used: f64 = if link.flows.len() > CROWDED {
+                link.used.max(0.0)
+            } else {
+                link.flows
+                    .iter()
+                    .map(|&f| self.flows[f as usize].rate)
+                    .sum()
+            };
             let link = &mut self.links[l as usize];
             link.used = used;
             link.saturated = !link.flows.is_empty() && used >= link.capacity * (1.0 - 1e-9);
@@ -553,17 +566,43 @@ impl Network {
     fn fill(&mut self, comp_links: &[u32], comp_flows: &[u32]) -> Vec<u32> {
         let epoch = self.epoch;
         let mut entries = Vec::with_capacity(comp_links.len());
+        // A crowded link (the origin's egress, say) is not scanned: what flows outside the
+        // component use of it is its use less the component's flows' rates.
         for &l in comp_links {
-            let link = &self.links[l as usize];
-            let mut outside = 0.0;
-            let mut inside = 0u32;
-            for &f in &link.flows {
-                if self.flow_mark[f as usize] == epoch {
-                    inside += 1;
-                } else {
-                    outside += self.flows[f as usize].rate;
+            if self.links[l as usize].flows.len() > CROWDED {
+                self.residual[l as usize] = 0.0;
+                self.unfrozen[l as usize] = 0;
+            }
+        }
+        for &f in comp_flows {
+            let rate = self.flows[f as usize].rate;
+            for j in 0..self.flows[f as usize].path.len() {
+                let m = self.flows[f as usize].path[j] as usize;
+                if self.links[m].flows.len() > CROWDED {
+                    self.residual[m] += rate;
+                    self.unfrozen[m] += 1;
                 }
             }
+        }
+        for &l in comp_links {
+            let link = &self.links[l as usize];
+            let (outside, inside) = if link.flows.len() > CROWDED {
+                (
+                    (link.used - self.residual[l as usize]).max(0.0),
+                    self.unfrozen[l as usize],
+                )
+            } else {
+                let mut outside = 0.0;
+                let mut inside = 0u32;
+                for &f in &link.flows {
+                    if self.flow_mark[f as usize] == epoch {
+                        inside += 1;
+                    } else {
+                        outside += self.flows[f as usize].rate;
+                    }
+                }
+                (outside, inside)
+            };
             let residual = (link.capacity - outside).max(0.0);
             self.residual[l as usize] = residual;
             self.unfrozen[l as usize] = inside;
@@ -764,6 +803,42 @@ mod tests {
         net.set_capacity(wan1, 0.0);
         net.settle(0);
         assert_eq!(rates(&net, &[f1, f2, f3]), [0.0, 7.5, 7.5]);
+    }
+
+    /// A crowded link (more than `CROWDED` flows) keeps its use by differences: rates stay
+    /// max-min as flows come and go.
+    #[test]
+    fn crowded_link_shares_fairly_as_flows_come_and_go() {
+        let mut net = Network::new();
+        let origin = net.add_link(100.0 * MB, 0);
+        let flows: Vec<FlowId> = (0..100)
+            .map(|_| {
+                let access = net.add_link(2.0 * MB, 0);
+                let f = net.open(&[origin, access]);
+                net.push(0, f, item(1 << 40));
+                f
+            })
+            .collect();
+        net.settle(0);
+        assert!(rates(&net, &flows).iter().all(|&r| r == 1.0));
+        // Half of them go: the rest are capped by their access links.
+        for &f in &flows[..50] {
+            net.close(10, f);
+        }
+        net.settle(10);
+        assert!(rates(&net, &flows[50..]).iter().all(|&r| r == 2.0));
+        // The origin shrinks to 40: 0.8 each.
+        net.set_capacity(origin, 40.0 * MB);
+        net.settle(20);
+        assert!(rates(&net, &flows[50..]).iter().all(|&r| r == 0.8));
+        // A newcomer with a fast access link of its own gets the same share.
+        let fast = net.add_link(1000.0 * MB, 0);
+        let f = net.open(&[origin, fast]);
+        net.push(30, f, item(1 << 40));
+        net.settle(30);
+        let share = (40.0 / 51.0 * 1000.0_f64).round() / 1000.0;
+        assert_eq!(rates(&net, &[f]), [share]);
+        assert!(rates(&net, &flows[50..]).iter().all(|&r| r == share));
     }
 
     /// Items on a connection go one after another, each finishing when its bytes are sent,
