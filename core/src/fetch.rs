@@ -326,6 +326,14 @@ const MAX_BACKOFF_DOUBLINGS: u32 = 6;
 /// × 16).
 const MAX_DEMOTION_DOUBLINGS: u32 = 4;
 
+/// Tiers are below 8 (`Source::tier`); the last slot counts chunks no usable source may
+/// provide.
+const TIER_SLOTS: usize = 9;
+
+fn tier_slot(tier: Option<u8>) -> usize {
+    tier.map_or(TIER_SLOTS - 1, usize::from)
+}
+
 /// The fetch scheduler for one update.
 #[derive(Debug)]
 pub struct Scheduler {
@@ -337,6 +345,15 @@ pub struct Scheduler {
     pending: VecDeque<usize>,
     queued: Vec<bool>,
     queued_count: usize,
+    /// Each chunk's best tier (`best_tier`), cached: it only changes when a source's
+    /// usability or tier changes (then all are recomputed, see `refresh_tiers`) or when the
+    /// chunk's `passed_over` grows (then that chunk's, see `retier`).
+    best: Vec<Option<u8>>,
+    /// Queued chunks by best tier (index `tier_slot`): a source whose tier counts none would
+    /// scan the whole queue for nothing, and is skipped.
+    queued_by_tier: [usize; TIER_SLOTS],
+    /// The sources' usability and tier when `best` was computed.
+    tiers_seen: Vec<(bool, u8)>,
     sources: Vec<Source>,
     actions: VecDeque<Action>,
     remaining: usize,
@@ -367,6 +384,14 @@ impl Scheduler {
             pending: (0..chunks.len()).collect(),
             queued: vec![true; chunks.len()],
             queued_count: chunks.len(),
+            // No source yet: nothing may provide any chunk.
+            best: vec![None; chunks.len()],
+            queued_by_tier: {
+                let mut counts = [0; TIER_SLOTS];
+                counts[tier_slot(None)] = chunks.len();
+                counts
+            },
+            tiers_seen: Vec::new(),
             chunks,
             by_id,
             sources: Vec::new(),
@@ -537,6 +562,7 @@ impl Scheduler {
             ChunkOutcome::Missing => {
                 self.chunks[c].passed_over.push(source);
                 self.sources[s].passed += 1;
+                self.retier(c);
                 self.requeue(c);
             }
         }
@@ -613,6 +639,7 @@ impl Scheduler {
             source.passed += 1;
             let id = source.id;
             self.chunks[c].passed_over.push(id);
+            self.retier(c);
             if self.chunks[c].holders.len() < self.config.max_copies {
                 self.enqueue(c);
             }
@@ -720,6 +747,7 @@ impl Scheduler {
         if !self.queued[c] {
             self.queued[c] = true;
             self.queued_count += 1;
+            self.queued_by_tier[tier_slot(self.best[c])] += 1;
             self.pending.push_front(c);
         }
     }
@@ -728,6 +756,7 @@ impl Scheduler {
         if self.queued[c] {
             self.queued[c] = false;
             self.queued_count -= 1;
+            self.queued_by_tier[tier_slot(self.best[c])] -= 1;
         }
     }
 
@@ -743,6 +772,52 @@ impl Scheduler {
             .min()
     }
 
+    /// Recompute chunk `c`'s cached best tier (its `passed_over` grew).
+    fn retier(&mut self, c: usize) {
+        // First the others, should the sources have changed since: every cached tier then
+        // reflects the sources as they are now, and a later change back is seen as one.
+        self.refresh_tiers();
+        let best = self.best_tier(c);
+        if self.queued[c] {
+            self.queued_by_tier[tier_slot(self.best[c])] -= 1;
+            self.queued_by_tier[tier_slot(best)] += 1;
+        }
+        self.best[c] = best;
+    }
+
+    /// Bring the cached best tiers up to date when some source's usability or tier changed
+    /// since they were computed (a source added, lost, back, banned, removed, demoted or
+    /// back at its tier): rare events, each costing one pass over the chunks. Detected by
+    /// comparison, so that no such change can be missed.
+    fn refresh_tiers(&mut self) {
+        if self.tiers_seen.len() == self.sources.len()
+            && self
+                .tiers_seen
+                .iter()
+                .zip(&self.sources)
+                .all(|(&seen, s)| seen == (s.usable(), s.tier()))
+        {
+            return;
+        }
+        self.tiers_seen = self
+            .sources
+            .iter()
+            .map(|s| (s.usable(), s.tier()))
+            .collect();
+        self.queued_by_tier = [0; TIER_SLOTS];
+        for c in 0..self.chunks.len() {
+            self.best[c] = self.best_tier(c);
+            if self.queued[c] {
+                self.queued_by_tier[tier_slot(self.best[c])] += 1;
+            }
+        }
+    }
+
+    /// Hand out queued chunks, each to a source of its best tier (the fastest first), and
+    /// detect a chunk nobody may provide. Amortised cost: a source whose tier is no queued
+    /// chunk's best is skipped without scanning, and a stale queue entry is dropped once; the
+    /// scan only walks past chunks of the source's own tier that it cannot take (not held,
+    /// passed over, already asked).
     fn schedule(&mut self, now: Millis) {
         if !self.started || self.finished {
             return;
@@ -752,6 +827,7 @@ impl Scheduler {
             self.actions.push_back(Action::Complete);
             return;
         }
+        self.refresh_tiers();
         let mut order: Vec<usize> = (0..self.sources.len())
             .filter(|&s| self.sources[s].usable())
             .collect();
@@ -770,7 +846,12 @@ impl Scheduler {
                 // no need to scan the queue to find that out.
                 continue;
             }
-            let mut i = 0;
+            // No queued chunk has this tier as its best: the scan would take nothing.
+            let mut i = if self.queued_by_tier[tier_slot(Some(tier))] == 0 {
+                self.pending.len()
+            } else {
+                0
+            };
             while i < self.pending.len() {
                 let source = &self.sources[s];
                 if source.in_flight.len() + batch.len() >= source.capacity()
@@ -789,7 +870,7 @@ impl Scheduler {
                 let eligible = source.may_hold(&chunk.need.id)
                     && !chunk.passed_over.contains(&source.id)
                     && !chunk.holders.contains(&source.id)
-                    && self.best_tier(c) == Some(tier);
+                    && self.best[c] == Some(tier);
                 if eligible {
                     bytes += u64::from(chunk.need.len);
                     self.pending.remove(i);
@@ -825,14 +906,15 @@ impl Scheduler {
         }
         // A chunk nobody usable may provide, with nothing in flight: the update cannot finish.
         // (Impossible while some usable source may hold anything and passed over nothing.)
-        if self.covered_below(u8::MAX) {
+        // Equally impossible when no queued chunk lacks a source.
+        if self.covered_below(u8::MAX) || self.queued_by_tier[tier_slot(None)] == 0 {
             return;
         }
         // A source backing off may still provide it: wait for it.
         if let Some(&c) = self.pending.iter().find(|&&c| {
             self.queued[c]
                 && self.chunks[c].holders.is_empty()
-                && self.best_tier(c).is_none()
+                && self.best[c].is_none()
                 && !self.may_return(c)
         }) {
             self.finished = true;
@@ -870,7 +952,7 @@ impl Scheduler {
                 || batch.contains(&c)
                 || !source.may_hold(&chunk.need.id)
                 || chunk.passed_over.contains(&source.id)
-                || self.best_tier(c).is_none_or(|best| tier > best)
+                || self.best[c].is_none_or(|best| tier > best)
             {
                 continue;
             }
