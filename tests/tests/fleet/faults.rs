@@ -674,6 +674,7 @@ fn soak_fleet_updates_through_releases_without_errors_or_leaks() {
     let peer_pid = peer.proc.id().unwrap();
     let mut samples: Vec<Sample> = Vec::new();
     let mut errors: Vec<String> = Vec::new();
+    let mut stale_refusals = 0usize;
     let started = Instant::now();
     let mut release = 1u64;
     loop {
@@ -703,11 +704,26 @@ fn soak_fleet_updates_through_releases_without_errors_or_leaks() {
             .collect();
         for (i, handle) in children {
             let (code, lines, stderr) = handle.join().unwrap();
-            let done = lines.last().cloned().unwrap_or(Value::Null);
-            if code != 0 || done["outcome"] != "installed" || done["release"] != release {
-                errors.push(format!(
-                    "release {release}, device {i}: exit {code}, {done} {stderr}"
-                ));
+            let mut done = lines.last().cloned().unwrap_or(Value::Null);
+            let stale = format!("does not sign releases/stable/{release}.json");
+            if code == 1 && done["reason"].as_str().is_some_and(|r| r.contains(&stale)) {
+                // The site peer still serves the timestamp from before this release (it
+                // refreshes mutable metadata every `--metadata-ttl-secs`, 1 s here): the device
+                // refuses the offer (docs/THREAT-MODEL.md, gaps). Counted, and retried once
+                // after the TTL.
+                stale_refusals += 1;
+                std::thread::sleep(Duration::from_secs(2));
+                done = devices[i]
+                    .update(&[])
+                    .1
+                    .last()
+                    .cloned()
+                    .unwrap_or(Value::Null);
+            } else if code != 0 {
+                done = serde_json::json!({ "exit": code, "report": done, "stderr": stderr });
+            }
+            if done["outcome"] != "installed" || done["release"] != release {
+                errors.push(format!("release {release}, device {i}: {done}"));
                 continue;
             }
             devices[i].boot_good();
@@ -732,7 +748,8 @@ fn soak_fleet_updates_through_releases_without_errors_or_leaks() {
     let (first, last) = (samples[0], samples[samples.len() - 1]);
     let max_rss = |pick: fn(&Sample) -> u64| samples.iter().map(pick).max().unwrap_or(0);
     eprintln!(
-        "soak: {} releases in {:.0} s, {} device updates, {} errors; origin RSS {:.1} -> {:.1} MiB \
+        "soak: {} releases in {:.0} s, {} device updates, {} errors, {stale_refusals} offers \
+         refused for the peer's stale timestamp (retried); origin RSS {:.1} -> {:.1} MiB \
          (max {:.1}), fds {} -> {}; peer RSS {:.1} -> {:.1} MiB (max {:.1}), fds {} -> {}",
         release,
         started.elapsed().as_secs_f64(),
