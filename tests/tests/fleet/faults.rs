@@ -363,7 +363,9 @@ fn fault_kills_of_device_peer_and_origin_leave_old_or_new_image_and_lose_no_chun
         }
     }
 
-    // Resumable: with every program up, each device finishes the release in one update.
+    // Resumable: with every program up, each device finishes the release in one update
+    // (after the peer's metadata TTL, so that its timestamp lists the release: see the soak).
+    std::thread::sleep(Duration::from_secs(2));
     for (i, d) in devices.iter().enumerate() {
         if d.status()["pending"]["release"].as_u64() != Some(current) {
             let report = d.update_ok(&[]);
