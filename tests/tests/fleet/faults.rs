@@ -391,8 +391,10 @@ fn fault_kills_of_device_peer_and_origin_leave_old_or_new_image_and_lose_no_chun
         landed[2],
         landed.iter().sum::<usize>()
     );
+    // A kill drawn after its target already finished tests nothing; at least a third must
+    // land (how many do depends on the machine's speed; 16 of 24 on an idle 2-core machine).
     assert!(
-        landed.iter().sum::<usize>() >= runs / 2,
+        landed.iter().sum::<usize>() >= runs / 3,
         "too few kills landed on a running program: {landed:?} of {runs}"
     );
     assert!(current >= 2, "the fleet moved through releases");
