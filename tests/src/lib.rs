@@ -484,7 +484,9 @@ fn key_of(json: &serde_json::Value) -> Key {
     serde_json::from_value(json.clone()).expect("a public key as ota-origin keys prints it")
 }
 
-fn make_roots(a: &Authorities, online: &serde_json::Value, dir: &Path) -> (PathBuf, PathBuf) {
+/// Root and director root signed by `a.root`, listing the origin's online keys (`online`, as
+/// `ota-origin keys` prints them), written to `dir/root.json` and `dir/director-root.json`.
+pub fn make_roots(a: &Authorities, online: &serde_json::Value, dir: &Path) -> (PathBuf, PathBuf) {
     let expires = now().plus_secs(365 * 86_400);
     let (snapshot, timestamp, director) = (
         key_of(&online["snapshot"]),

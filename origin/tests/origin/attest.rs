@@ -16,7 +16,6 @@ use ota_core::attest::{SecurityLevel, VerifiedBootState};
 use ota_core::director::{AttestationOutcome, AttestedCheckIn, CheckInAnswer, DeviceHandle};
 use ota_core::time::UnixTime;
 use ota_core::tuf::InMemoryKey;
-use ota_core::tuf::metadata::{Envelope, Signature};
 use ota_device::attest::{
     DeviceProperties, EvidenceProvider, SoftwareCa, SoftwareProvider, check_in_with_evidence,
 };
@@ -24,7 +23,7 @@ use ota_net::client::{Answer, Client};
 use ota_net::proto::{ChannelBinding, DeviceKey, Nonce, SignedKind, SignedRequest, signing_bytes};
 use ota_net::quic::{Identity, NodeKey};
 
-use crate::e2e::{Device, ceremony, check_in_body, init, now, ok, serve};
+use crate::e2e::{Device, ceremony, check_in_body, cosign, init, now, ok, serve};
 
 const NONCE: [u8; 32] = [0x11; 32];
 const EXPORTER: [u8; 32] = [0x22; 32];
@@ -289,18 +288,6 @@ fn attack_stale_evidence() {
 }
 
 // --- end to end --------------------------------------------------------------------------
-
-/// What `ota-sign sign` does to a request (the ceremony's fixed test keys).
-fn cosign(request: &Path, role: &str, key: &InMemoryKey, out: &Path) {
-    let bytes = std::fs::read(request).unwrap();
-    let mut envelope = Envelope::parse(role, "request", &bytes, 1 << 24).unwrap();
-    let sig = key.sign(envelope.canonical_signed());
-    envelope.add_signature(Signature {
-        keyid: key.public().key_id(),
-        sig: hex::encode(sig),
-    });
-    std::fs::write(out, envelope.to_bytes()).unwrap();
-}
 
 /// A stable release 1 on `channel`, signed by the ceremony's authorities.
 fn publish(data: &Path, temp: &Path, channel: &str) {

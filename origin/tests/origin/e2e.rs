@@ -2,7 +2,6 @@
 //! promote, device enrollment, and `serve` answering a device over QUIC — plus every attack
 //! on signed requests, each asserting the exact refusal.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -11,10 +10,7 @@ use ed25519_dalek::Signer as _;
 use ota_core::director::{CheckIn, CheckInAnswer, DeviceHandle, Offer, OfferExpectation};
 use ota_core::time::UnixTime;
 use ota_core::tuf::enigm::ReleaseNumber;
-use ota_core::tuf::metadata::{
-    Common, Envelope, ReleaseAuthority, RoleKeys, Root, Signature, sign_role,
-};
-use ota_core::tuf::{InMemoryKey, Key};
+use ota_core::tuf::metadata::{Envelope, Root};
 use ota_net::client::{Answer, Client};
 use ota_net::proto::{DeviceKey, SignedKind, SignedRequest, signing_bytes};
 use ota_net::quic::CertPin;
@@ -57,87 +53,14 @@ pub(crate) fn now() -> UnixTime {
     )
 }
 
-/// The offline side of a ceremony: root and director root, with the origin's online keys.
-pub(crate) struct Authorities {
-    pub(crate) root_key: InMemoryKey,
-    pub(crate) targets: InMemoryKey,
-    pub(crate) release: InMemoryKey,
-}
-
-fn role(keys: &[&Key], threshold: u64) -> RoleKeys {
-    RoleKeys {
-        keyids: keys.iter().map(|k| k.key_id()).collect(),
-        threshold,
-        extra: BTreeMap::new(),
-    }
-}
-
-fn key_of(json: &serde_json::Value) -> Key {
-    serde_json::from_value(json.clone()).unwrap()
-}
-
-pub(crate) fn make_roots(
-    a: &Authorities,
-    online: &serde_json::Value,
-    dir: &Path,
-) -> (PathBuf, PathBuf) {
-    let expires = now().plus_secs(365 * 86_400);
-    let (snapshot, timestamp, director) = (
-        key_of(&online["snapshot"]),
-        key_of(&online["timestamp"]),
-        key_of(&online["director"]),
-    );
-    let root_pub = a.root_key.public();
-    let targets_pub = a.targets.public();
-    let release_pub = a.release.public();
-    let keys = |list: &[&Key]| list.iter().map(|k| (k.key_id(), (*k).clone())).collect();
-    let root = Root {
-        common: Common::new("root", 1, expires),
-        consistent_snapshot: true,
-        keys: keys(&[&root_pub, &targets_pub, &snapshot, &timestamp]),
-        roles: BTreeMap::from([
-            ("root".into(), role(&[&root_pub], 1)),
-            ("targets".into(), role(&[&targets_pub], 1)),
-            ("snapshot".into(), role(&[&snapshot], 1)),
-            ("timestamp".into(), role(&[&timestamp], 1)),
-        ]),
-        release_authority: Some(ReleaseAuthority {
-            keys: keys(&[&release_pub]),
-            keyids: vec![release_pub.key_id()],
-            threshold: 1,
-        }),
-        extra: BTreeMap::new(),
-    };
-    let director_root = Root {
-        common: Common::new("root", 1, expires),
-        consistent_snapshot: true,
-        keys: keys(&[&root_pub, &director]),
-        roles: BTreeMap::from([
-            ("root".into(), role(&[&root_pub], 1)),
-            ("targets".into(), role(&[&director], 1)),
-            ("snapshot".into(), role(&[&director], 1)),
-            ("timestamp".into(), role(&[&director], 1)),
-        ]),
-        release_authority: None,
-        extra: BTreeMap::new(),
-    };
-    let root_path = dir.join("root.json");
-    let director_path = dir.join("director-root.json");
-    std::fs::write(&root_path, sign_role(&root, &[&a.root_key])).unwrap();
-    std::fs::write(&director_path, sign_role(&director_root, &[&a.root_key])).unwrap();
-    (root_path, director_path)
-}
+pub(crate) use ota_tests::{Authorities, cosign, make_roots};
 
 /// The ceremony with fixed test keys: the origin's online keys (from `ota-origin keys`) go
 /// into root and director root, written to `dir`.
 pub(crate) fn ceremony(data: &Path, dir: &Path) -> (Authorities, PathBuf, PathBuf) {
     let online: serde_json::Value =
         serde_json::from_str(&ok(&["keys", "--data", data.to_str().unwrap()])).unwrap();
-    let authorities = Authorities {
-        root_key: InMemoryKey::ed25519_from_seed([1; 32]),
-        targets: InMemoryKey::p256_from_scalar([2; 32]).unwrap(),
-        release: InMemoryKey::ed25519_from_seed([3; 32]),
-    };
+    let authorities = Authorities::fixed();
     let (root, director_root) = make_roots(&authorities, &online, dir);
     (authorities, root, director_root)
 }
@@ -152,18 +75,6 @@ pub(crate) fn init(data: &Path, root: &Path, director_root: &Path) {
         "--director-root",
         director_root.to_str().unwrap(),
     ]);
-}
-
-/// What `ota-sign sign` does to a request: one signature over the canonical `signed`.
-pub(crate) fn cosign(request: &Path, role: &str, key: &InMemoryKey, out: &Path) {
-    let bytes = std::fs::read(request).unwrap();
-    let mut envelope = Envelope::parse(role, "request", &bytes, 1 << 24).unwrap();
-    let sig = key.sign(envelope.canonical_signed());
-    envelope.add_signature(Signature {
-        keyid: key.public().key_id(),
-        sig: hex::encode(sig),
-    });
-    std::fs::write(out, envelope.to_bytes()).unwrap();
 }
 
 pub(crate) struct Served {

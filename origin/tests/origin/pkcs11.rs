@@ -130,11 +130,7 @@ async fn release_served_with_online_keys_on_a_token() {
 
     // The ceremony lists the token's keys; the origin is initialised and a release goes
     // through create, the authorities' signatures, register, validate and promote.
-    let authorities = Authorities {
-        root_key: ota_core::tuf::InMemoryKey::ed25519_from_seed([1; 32]),
-        targets: ota_core::tuf::InMemoryKey::p256_from_scalar([2; 32]).unwrap(),
-        release: ota_core::tuf::InMemoryKey::ed25519_from_seed([3; 32]),
-    };
+    let authorities = Authorities::fixed();
     let (root, director_root) = make_roots(&authorities, &online, temp.path());
     ok(
         &conf,
