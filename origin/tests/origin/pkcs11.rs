@@ -18,22 +18,10 @@ use crate::e2e::{Authorities, cosign, make_roots, now, serve_with_env};
 const BIN: &str = env!("CARGO_BIN_EXE_ota-origin");
 const PIN: &str = "4321";
 
-const MODULE_PATHS: &[&str] = &[
-    "/usr/lib/softhsm/libsofthsm2.so",
-    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
-    "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
-    "/usr/lib64/pkcs11/libsofthsm2.so",
-    "/usr/local/lib/softhsm/libsofthsm2.so",
-];
-
-/// SoftHSM2 with a token directory of its own; `None` (skip) when it is not installed.
+/// SoftHSM2 with a token directory of its own and the token `origin`; `None` (skip) when it is
+/// not installed, unless `OTA_REQUIRE_SOFTHSM` is set.
 fn softhsm(dir: &Path) -> Option<(PathBuf, PathBuf)> {
-    let module = MODULE_PATHS.iter().map(PathBuf::from).find(|p| p.exists());
-    let util = Command::new("softhsm2-util")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let Some(module) = module.filter(|_| util) else {
+    let Some(hsm) = ota_tests::softhsm::SoftHsm::find(dir) else {
         assert!(
             std::env::var_os("OTA_REQUIRE_SOFTHSM").is_none(),
             "OTA_REQUIRE_SOFTHSM is set but SoftHSM2 (module and softhsm2-util) is missing; \
@@ -42,25 +30,8 @@ fn softhsm(dir: &Path) -> Option<(PathBuf, PathBuf)> {
         eprintln!("skipped: SoftHSM2 is not installed (Debian package softhsm2)");
         return None;
     };
-    let tokens = dir.join("softhsm-tokens");
-    std::fs::create_dir_all(&tokens).unwrap();
-    let conf = dir.join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )
-    .unwrap();
-    let out = Command::new("softhsm2-util")
-        .env("SOFTHSM2_CONF", &conf)
-        .args(["--init-token", "--free", "--label", "origin", "--pin", PIN])
-        .args(["--so-pin", "so-4321"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    Some((module, conf))
+    hsm.init_token("origin", PIN).unwrap();
+    Some((hsm.module, hsm.conf))
 }
 
 /// Runs `ota-origin` with the token's configuration and PIN; asserts success.
