@@ -8,6 +8,8 @@
 //! is pinned. There is no WebPKI, no name check and no expiry check: the pin is the trust.
 
 use std::fmt;
+use std::io::Write as _;
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -42,6 +44,45 @@ pub struct Identity {
     pkcs8: Arc<[u8]>,
     public_key: [u8; 32],
     pin: CertPin,
+}
+
+/// The secret behind a server endpoint's stateless resets (RFC 9000 §10.3): the reset token
+/// of each connection id the endpoint issues is an HMAC-SHA256 of the id under a key derived
+/// from it. A server that keeps this secret across restarts (in its data directory, see
+/// [`ResetSecret::load_or_create`]) answers a packet of a connection it lost in a crash with a
+/// stateless reset the client recognises, so the client's connection fails at once (with
+/// `quinn::ConnectionError::Reset`) instead of after the idle timeout.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ResetSecret([u8; 32]);
+
+/// The length of a connection id a server issues: 8 random bytes, as quinn's default.
+const CID_LEN: usize = 8;
+
+/// The file a server keeps its [`ResetSecret`] in could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResetSecretError {
+    /// Reading, writing or syncing the file failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// The file exists but does not hold exactly 32 bytes (damaged or not ours). It is not
+    /// replaced silently: remove it to make a new one.
+    #[error(
+        "{path} holds {len} bytes, not the 32 of a stateless-reset secret; remove it to make a new one"
+    )]
+    BadLength {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Its length.
+        len: u64,
+    },
 }
 
 /// The SHA-256 of a certificate's DER encoding: what a client pins.
@@ -120,6 +161,122 @@ impl NodeKey {
 impl fmt::Debug for NodeKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("NodeKey(..)")
+    }
+}
+
+impl ResetSecret {
+    /// A new random secret from the operating system's generator.
+    pub fn generate() -> Self {
+        use rand_core::RngCore as _;
+        let mut secret = [0u8; 32];
+        rand_core::OsRng.fill_bytes(&mut secret);
+        Self(secret)
+    }
+
+    /// The secret with these bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// Reads the secret from `path` (exactly 32 raw bytes), or, if there is no such file,
+    /// makes one: a new random secret written to `path.tmp` with mode 0600, synced, renamed
+    /// over `path`, and the directory synced, so that a crash leaves either no file or a whole
+    /// one. A file of another length is an error, never replaced.
+    pub fn load_or_create(path: &Path) -> Result<Self, ResetSecretError> {
+        let io = |what, source| ResetSecretError::Io {
+            what,
+            path: path.to_owned(),
+            source,
+        };
+        match std::fs::metadata(path) {
+            Ok(meta) => {
+                // The length is checked before anything is read.
+                if meta.len() != 32 {
+                    return Err(ResetSecretError::BadLength {
+                        path: path.to_owned(),
+                        len: meta.len(),
+                    });
+                }
+                let bytes = std::fs::read(path).map_err(|e| io("reading", e))?;
+                let bytes: [u8; 32] =
+                    bytes
+                        .try_into()
+                        .map_err(|b: Vec<u8>| ResetSecretError::BadLength {
+                            path: path.to_owned(),
+                            len: b.len() as u64,
+                        })?;
+                return Ok(Self(bytes));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("reading", e)),
+        }
+        let secret = Self::generate();
+        let tmp = path.with_extension("tmp");
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&tmp).map_err(|e| io("creating", e))?;
+        file.write_all(&secret.0).map_err(|e| io("writing", e))?;
+        file.sync_all().map_err(|e| io("syncing", e))?;
+        drop(file);
+        std::fs::rename(&tmp, path).map_err(|e| io("renaming into", e))?;
+        if let Some(dir) = path.parent() {
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io("syncing the directory of", e))?;
+        }
+        Ok(secret)
+    }
+
+    /// The quinn endpoint configuration whose stateless-reset key is derived from this secret
+    /// (HMAC-SHA256 with the key `HMAC(secret, "enigm-ota/1 stateless reset")`), issuing
+    /// random 8-byte connection ids. Two endpoints made from one secret give every
+    /// connection id the same reset token.
+    pub fn endpoint_config(&self) -> quinn::EndpointConfig {
+        let derive = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.0);
+        let reset_key = ring::hmac::sign(&derive, b"enigm-ota/1 stateless reset");
+        let mut config = quinn::EndpointConfig::new(Arc::new(ring::hmac::Key::new(
+            ring::hmac::HMAC_SHA256,
+            reset_key.as_ref(),
+        )));
+        config.cid_generator(|| Box::new(RandomCids));
+        config
+    }
+}
+
+impl fmt::Debug for ResetSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ResetSecret(..)")
+    }
+}
+
+/// Random connection ids of [`CID_LEN`] bytes. They carry no check value, so a restarted
+/// server treats any short-header packet of the right id length as one of a lost connection
+/// and answers it with a stateless reset (at most one per 20 ms, quinn's default, and always
+/// smaller than the packet that incited it).
+#[derive(Debug)]
+struct RandomCids;
+
+impl quinn::ConnectionIdGenerator for RandomCids {
+    fn generate_cid(&mut self) -> quinn::ConnectionId {
+        use rand_core::RngCore as _;
+        let mut bytes = [0u8; CID_LEN];
+        rand_core::OsRng.fill_bytes(&mut bytes);
+        quinn::ConnectionId::new(&bytes)
+    }
+
+    fn cid_len(&self) -> usize {
+        CID_LEN
+    }
+
+    fn cid_lifetime(&self) -> Option<Duration> {
+        None
     }
 }
 
@@ -414,6 +571,41 @@ mod tests {
         let b = NodeKey::generate();
         assert_ne!(a.seed(), b.seed());
         assert_eq!(format!("{a:?}"), "NodeKey(..)");
+    }
+
+    #[test]
+    fn reset_secret_is_made_once_private_and_kept() {
+        let dir = tempfile_dir();
+        let path = dir.join("quic-reset.key");
+        let made = ResetSecret::load_or_create(&path).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert!(!path.with_extension("tmp").exists());
+        let again = ResetSecret::load_or_create(&path).unwrap();
+        assert!(made == again, "the second load reads the first secret");
+        assert_eq!(format!("{made:?}"), "ResetSecret(..)");
+        // A damaged file is refused with its length, not replaced.
+        std::fs::write(&path, [1u8; 31]).unwrap();
+        match ResetSecret::load_or_create(&path) {
+            Err(ResetSecretError::BadLength { len: 31, .. }) => {}
+            other => panic!("expected BadLength, got {other:?}"),
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), [1u8; 31]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "ota-net-reset-{}-{}",
+            std::process::id(),
+            hex::encode(ResetSecret::generate().0)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 
     #[test]

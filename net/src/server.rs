@@ -22,7 +22,7 @@ use crate::proto::{
     ChannelBinding, ErrorCode, MAX_REQUEST_LEN, MessageKind, Nonce, Refusal, Relayed, Request,
     Response, SignedKind, SignedRequest, WireError,
 };
-use crate::quic::{self, CertPin, ConfigError, Identity, TransportLimits};
+use crate::quic::{self, CertPin, ConfigError, Identity, ResetSecret, TransportLimits};
 use crate::stream::{self, ReadFailure, WriteFailure};
 
 /// What a server does with each request. The origin and the site peers implement it.
@@ -128,6 +128,11 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// Time allowed for any one response write to make progress.
     pub stall_timeout: Duration,
+    /// The secret behind the endpoint's stateless resets. A server that keeps it across
+    /// restarts ([`ResetSecret::load_or_create`] in its data directory) resets the
+    /// connections it lost at once; `None` draws a new one, so clients of a crashed server
+    /// notice only at their idle timeout.
+    pub reset_secret: Option<ResetSecret>,
 }
 
 impl Default for ServerConfig {
@@ -141,6 +146,7 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(10),
             stall_timeout: Duration::from_secs(30),
+            reset_secret: None,
         }
     }
 }
@@ -182,7 +188,17 @@ impl Server {
         handler: H,
     ) -> Result<Self, ServerError> {
         let quinn_config = quic::server_config(identity, &config.transport)?;
-        let endpoint = Endpoint::server(quinn_config, addr)
+        let endpoint_config = config
+            .reset_secret
+            .clone()
+            .unwrap_or_else(ResetSecret::generate)
+            .endpoint_config();
+        let endpoint = std::net::UdpSocket::bind(addr)
+            .and_then(|socket| {
+                let runtime = quinn::default_runtime()
+                    .ok_or_else(|| std::io::Error::other("no async runtime found"))?;
+                Endpoint::new(endpoint_config, Some(quinn_config), socket, runtime)
+            })
             .map_err(|source| ServerError::Bind { addr, source })?;
         let local_addr = endpoint
             .local_addr()

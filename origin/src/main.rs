@@ -930,6 +930,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let handler = Arc::new(OriginHandler::new(origin.clone(), now));
     let mut config = ServerConfig::default();
     config.max_connections = args.max_connections;
+    // Kept across restarts so that clients of a crashed origin get a stateless reset at once.
+    config.reset_secret = Some(ota_net::quic::ResetSecret::load_or_create(
+        &args.data.data.join("keys").join("quic-reset.key"),
+    )?);
     let server = Server::bind(args.listen, &identity, config, handler)?;
     let quic = server.local_addr();
     let mut http_addr = None;

@@ -198,6 +198,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let mut server_config = ServerConfig::default();
     server_config.max_connections = config.max_connections;
+    // Kept across restarts so that clients of a crashed peer get a stateless reset at once.
+    server_config.reset_secret = Some(
+        ota_net::quic::ResetSecret::load_or_create(&config.data.join("quic-reset.key"))
+            .context("the QUIC stateless-reset secret")?,
+    );
     let server = Server::bind(config.listen, &identity, server_config, handler)
         .context("binding the QUIC listener")?;
     let mut tasks = Tasks::default();

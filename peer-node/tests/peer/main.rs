@@ -9,4 +9,5 @@ mod bad_input;
 mod crash;
 mod discovery;
 mod private;
+mod restart;
 mod upstream;

@@ -172,16 +172,27 @@ impl Drop for Peer {
 impl Peer {
     /// Starts `ota-peer serve` with `data`, the origin at `origin` and `extra` flags.
     pub(crate) fn start(data: &Path, origin: &Upstream, extra: &[&str]) -> Self {
+        Self::start_with(data, origin, "127.0.0.1:0", extra, None)
+    }
+
+    /// Starts `ota-peer serve` listening on `listen`; its standard error goes to `stderr`
+    /// when given (a file the test reads), else as [`Peer::start`] sends it.
+    pub(crate) fn start_with(
+        data: &Path,
+        origin: &Upstream,
+        listen: &str,
+        extra: &[&str],
+        stderr: Option<std::fs::File>,
+    ) -> Self {
         let ready = data.with_extension("ready.json");
         let _ = std::fs::remove_file(&ready);
+        let stderr = match stderr {
+            Some(file) => Stdio::from(file),
+            None if std::env::var_os("OTA_TEST_LOGS").is_some() => Stdio::inherit(),
+            None => Stdio::null(),
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_ota-peer"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics",
-                "127.0.0.1:0",
-            ])
+            .args(["serve", "--listen", listen, "--metrics", "127.0.0.1:0"])
             .arg("--data")
             .arg(data)
             .args(["--origin", &origin.server.local_addr().to_string()])
@@ -191,11 +202,7 @@ impl Peer {
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(if std::env::var_os("OTA_TEST_LOGS").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let mut peer = Self {
