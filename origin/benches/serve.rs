@@ -380,6 +380,7 @@ impl Fixture {
                 min_sample: 20,
             },
             expires: now().plus_secs(90 * 86_400),
+            private: Vec::new(),
         };
         let requests = commands::create_release(&origin, &create, now(), &|_| {}).await?;
         std::fs::remove_file(&image)?;

@@ -20,7 +20,7 @@ use crate::lifecycle;
 use crate::repository::{IngestedArtifact, Registration};
 use crate::serve::{load_repository, timestamp_version};
 use crate::service::Origin;
-use crate::store::{ArtifactRecord, BlobRecord, MetadataFile, NewRelease};
+use crate::store::{ArtifactRecord, BlobRecord, MetadataFile, NewRelease, PrivateMarks};
 
 /// A refusal of an operator command: verification or policy said no (exit code 1), as
 /// opposed to an environment failure (exit code 2).
@@ -49,6 +49,10 @@ pub struct CreateRelease {
     pub health: HealthPolicy,
     /// Expiry of the `release` and `targets` metadata requested.
     pub expires: UnixTime,
+    /// Slots whose artifacts are private (`--private SLOT`): their signed targets say
+    /// `custom.enigm.private: true` and their chunks are served only to devices offered
+    /// this release, on the connection they checked in on.
+    pub private: Vec<String>,
 }
 
 /// The ingested artifacts of a release, kept beside its signing requests.
@@ -64,6 +68,9 @@ pub struct IngestedFile {
     pub sha256: Sha256Hash,
     /// The `custom.enigm` fields.
     pub chunks: ArtifactChunks,
+    /// Whether the artifact is private.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub private: bool,
 }
 
 impl IngestedFile {
@@ -73,6 +80,7 @@ impl IngestedFile {
             length: self.length,
             sha256: self.sha256,
             chunks: self.chunks.clone(),
+            private: self.private,
         }
     }
 }
@@ -136,19 +144,52 @@ pub async fn create_release(
         );
     }
     let mut slots = BTreeSet::new();
-    let mut files = Vec::new();
-    let mut blobs: BTreeMap<ChunkId, u64> = BTreeMap::new();
-    for (slot, path) in &create.artifacts {
+    for (slot, _) in &create.artifacts {
         check_name("slot", slot)?;
         ensure!(
             slots.insert(slot.clone()),
             Refused(format!("slot {slot} named twice"))
         );
+    }
+    for slot in &create.private {
+        ensure!(
+            slots.contains(slot),
+            Refused(format!(
+                "--private {slot} names no --artifact slot of this release"
+            ))
+        );
+    }
+    let mut files = Vec::new();
+    let mut blobs: BTreeMap<ChunkId, u64> = BTreeMap::new();
+    // Blobs of private artifacts, and blobs of public ones (chunk indexes count as public).
+    let (mut private_blobs, mut public_blobs) = (BTreeSet::new(), BTreeSet::new());
+    for (slot, path) in &create.artifacts {
         let target = format!("artifacts/{slot}-{}.img", create.version);
-        let (file, file_blobs) = ingest_file(origin, path, &target, slot, progress).await?;
+        let (mut file, file_blobs) = ingest_file(origin, path, &target, slot, progress).await?;
+        file.private = create.private.contains(slot);
+        public_blobs.insert(file.chunks.chunk_index);
+        for id in file_blobs
+            .keys()
+            .filter(|id| **id != file.chunks.chunk_index)
+        {
+            if file.private {
+                private_blobs.insert(*id);
+            } else {
+                public_blobs.insert(*id);
+            }
+        }
         blobs.extend(file_blobs);
         files.push(file);
     }
+    // A chunk a public artifact also uses is public: its bytes are public already.
+    let private_marks = PrivateMarks {
+        targets: files
+            .iter()
+            .filter(|f| f.private)
+            .map(|f| f.target.clone())
+            .collect(),
+        blobs: private_blobs.difference(&public_blobs).copied().collect(),
+    };
 
     let manifest = ReleaseManifest {
         channel: create.channel.clone(),
@@ -216,7 +257,7 @@ pub async fn create_release(
         .collect();
     origin
         .catalog
-        .insert_release(&record, &artifacts, &blob_records, now)
+        .insert_release_marked(&record, &artifacts, &blob_records, &private_marks, now)
         .await?;
     crate::audit::record(
         origin,
@@ -229,6 +270,7 @@ pub async fn create_release(
             "version": create.version,
             "artifacts": files.iter().map(|f| serde_json::json!({
                 "target": f.target, "length": f.length, "sha256": f.sha256,
+                "private": f.private,
             })).collect::<Vec<_>>(),
         }),
         now,
@@ -320,6 +362,7 @@ async fn ingest_file(
             length: done.length,
             sha256: done.sha256,
             chunks: done.chunks,
+            private: false,
         },
         blobs,
     ))

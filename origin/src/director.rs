@@ -204,6 +204,21 @@ fn unavailable(error: &dyn std::fmt::Display) -> RequestRefusal {
     RequestRefusal::Unavailable
 }
 
+/// A check-in's answer, with what the private-content gate (`crate::access`) needs.
+#[derive(Debug)]
+pub struct CheckedIn {
+    /// The answer the device gets.
+    pub answer: CheckInAnswer,
+    /// The release offered and when the offer expires (`None`: no offer).
+    pub offered: Option<(
+        ota_core::tuf::enigm::Channel,
+        ota_core::tuf::enigm::ReleaseNumber,
+        UnixTime,
+    )>,
+    /// This check-in's attestation outcome (`None`: no evidence, or no policy).
+    pub attestation: Option<AttestationOutcome>,
+}
+
 /// Answer a verified check-in.
 ///
 /// `binding` is the channel binding the request's signature covers (this connection's, or
@@ -216,7 +231,7 @@ pub async fn check_in(
     binding: &ChannelBinding,
     body: &[u8],
     now: UnixTime,
-) -> Result<CheckInAnswer, RequestRefusal> {
+) -> Result<CheckedIn, RequestRefusal> {
     if body.len() > MAX_ATTESTED_BODY_LEN {
         return Err(RequestRefusal::Malformed(format!(
             "body of {} bytes over the {MAX_ATTESTED_BODY_LEN}-byte cap",
@@ -249,6 +264,11 @@ pub async fn check_in(
         Err(_) => AttestationOutcome::Failed,
     });
     let refused_reason = attestation_reason(attestation.as_ref());
+    let no_offer = |answer| CheckedIn {
+        answer,
+        offered: None,
+        attestation: facts.attestation,
+    };
     if let Some(policy) = &origin.attestation {
         // Enrollment: no offer on any channel until a passed attestation is on record.
         let on_record = device
@@ -261,12 +281,12 @@ pub async fn check_in(
             on_record,
         ) {
             ota_core::attest::Gate::Refuse(reason) => {
-                return Ok(CheckInAnswer::NoOffer {
+                return Ok(no_offer(CheckInAnswer::NoOffer {
                     reason: format!(
                         "enrollment requires a passed attestation: {reason}{}",
                         refused_reason.as_deref().unwrap_or("")
                     ),
-                });
+                }));
             }
             ota_core::attest::Gate::PassCounted(_) => {
                 Metrics::inc(&origin.metrics.attestations_preferred_missed);
@@ -307,14 +327,22 @@ pub async fn check_in(
             Decision::Offer => {
                 let offer = make_offer(origin, device, release, nonce, now).await?;
                 Metrics::inc(&origin.metrics.offers);
-                return Ok(CheckInAnswer::Offer(offer));
+                return Ok(CheckedIn {
+                    answer: CheckInAnswer::Offer(offer),
+                    offered: Some((
+                        release.channel.clone(),
+                        release.number,
+                        now.plus_secs(origin.dir.config.offer_expiry_secs),
+                    )),
+                    attestation: facts.attestation,
+                });
             }
             Decision::NoOffer(reason) => {
                 first_reason.get_or_insert(reason);
             }
         }
     }
-    Ok(CheckInAnswer::NoOffer {
+    Ok(no_offer(CheckInAnswer::NoOffer {
         reason: match first_reason {
             None => "no release on this channel".to_string(),
             Some(r @ Ineligible::AttestationRequired) => {
@@ -326,7 +354,7 @@ pub async fn check_in(
             }
             Some(r) => r.to_string(),
         },
-    })
+    }))
 }
 
 /// Verify the evidence a check-in carries (when the origin has an attestation policy) and

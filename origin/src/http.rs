@@ -15,6 +15,11 @@
 //! | `GET /targets/artifacts/SHA256.NAME` | an artifact, streamed (unprefixed: the newest) |
 //! | `GET /chunks/ID` | a blob (chunk or chunk index) by its BLAKE3 id |
 //!
+//! Private content (`release create --private`) is never served here: a private chunk or a
+//! private artifact is answered 404 like one the origin does not hold, and counted
+//! (`ota_origin_private_refused_total`). Its metadata is served (TUF metadata is public); its
+//! bytes go only over QUIC, to a connection granted them (see [`crate::access`]).
+//!
 //! Every blob is read with [`BlobStore::get_verified`](crate::store::BlobStore::get_verified):
 //! a damaged copy is logged and answered with a 500, never served. An artifact is not
 //! buffered: its chunk index is read and checked, then the chunks are read a few at a time,
@@ -300,6 +305,17 @@ async fn artifact(
     target: &str,
     hash: Option<Sha256Hash>,
 ) -> Result<Response, HttpError> {
+    if origin
+        .access
+        .is_private_target(&origin.catalog, target)
+        .await?
+    {
+        Metrics::inc(&origin.metrics.private_refused);
+        tracing::info!("private artifact refused: the mirror serves no private content");
+        return Err(HttpError::not_found(format!(
+            "no target {target} with that hash"
+        )));
+    }
     let record = origin
         .catalog
         .artifact_by_target(target, hash.as_ref())
@@ -406,6 +422,11 @@ async fn chunk(
     let span = tracing::info_span!("origin.http.chunk", id = %id);
     async move {
         let id = ChunkId::from_str(&id).map_err(|e| HttpError::bad_request(e.to_string()))?;
+        if origin.access.is_private_blob(&origin.catalog, &id).await? {
+            Metrics::inc(&origin.metrics.private_refused);
+            tracing::info!("private chunk refused: the mirror serves no private content");
+            return Err(HttpError::not_found(format!("no blob {id}")));
+        }
         let record = origin
             .catalog
             .blob(&id)

@@ -5,6 +5,7 @@
 //! - [`repository`]: the image repository the origin publishes.
 //! - [`state`]: the data directory (configuration, online keys, catalog, blobs).
 
+pub mod access;
 pub mod attest;
 pub mod audit;
 pub mod commands;

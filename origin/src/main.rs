@@ -163,6 +163,11 @@ struct CreateArgs {
     /// Days the release and targets metadata stay valid.
     #[arg(long, default_value_t = 90)]
     expires_days: i64,
+    /// Mark the artifact of this slot private (its signed target says
+    /// `custom.enigm.private: true`; its chunks go only to devices offered the release, on
+    /// the connection they checked in on); repeat for several.
+    #[arg(long = "private", value_name = "SLOT")]
+    private: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -654,6 +659,7 @@ async fn release(cmd: ReleaseCmd) -> anyhow::Result<()> {
                     min_sample: args.min_sample,
                 },
                 expires: now().plus_secs(args.expires_days * 86_400),
+                private: args.private,
             };
             let progress = Progress::new(args.json);
             let dir =

@@ -32,6 +32,11 @@ pub struct Metrics {
     /// Check-ins where a `preferred` policy found no passing attestation (counted, not
     /// enforced).
     pub attestations_preferred_missed: AtomicU64,
+    /// Private chunks refused over QUIC (no grant on the connection) or by the HTTP mirror.
+    pub private_refused: AtomicU64,
+    /// Offers of a release with private content that earned no grant (the channel requires
+    /// a passed attestation for private content).
+    pub private_grants_refused: AtomicU64,
 }
 
 impl Metrics {
@@ -94,6 +99,16 @@ impl Metrics {
                 "ota_origin_attestations_preferred_missed_total",
                 "Check-ins without a passing attestation where it is preferred.",
                 &self.attestations_preferred_missed,
+            ),
+            (
+                "ota_origin_private_refused_total",
+                "Private chunks or artifacts refused (no grant on the connection, or the HTTP mirror).",
+                &self.private_refused,
+            ),
+            (
+                "ota_origin_private_grants_refused_total",
+                "Offers with private content that earned no grant (attestation required).",
+                &self.private_grants_refused,
             ),
             (
                 "ota_origin_blob_bytes_served_total",

@@ -39,6 +39,9 @@ pub struct IngestedArtifact {
     pub sha256: Sha256Hash,
     /// The `custom.enigm` fields.
     pub chunks: ArtifactChunks,
+    /// Private content: the target says `custom.enigm.private: true`, and its chunks are
+    /// served only to devices offered a release containing it (docs/PROTOCOL.md).
+    pub private: bool,
 }
 
 /// The origin's online keys.
@@ -212,7 +215,13 @@ impl Repository {
         doc.common.version = self.release.as_ref().map_or(1, |r| r.common.version + 1);
         doc.common.expires = expires;
         for artifact in artifacts {
-            let custom = serde_json::json!({ "enigm": artifact.chunks });
+            let mut enigm = serde_json::json!(artifact.chunks);
+            if artifact.private
+                && let Some(fields) = enigm.as_object_mut()
+            {
+                fields.insert("private".into(), serde_json::Value::Bool(true));
+            }
+            let custom = serde_json::json!({ "enigm": enigm });
             doc.targets.insert(
                 artifact.target.clone(),
                 TargetFile {
@@ -620,6 +629,7 @@ mod tests {
             length: done.length,
             sha256: done.sha256,
             chunks: done.chunks,
+            private: false,
         }
     }
 
@@ -753,6 +763,37 @@ mod tests {
         .role()
         .unwrap();
         assert!(release.targets.contains_key("artifacts/system-1.img"));
+    }
+
+    #[test]
+    fn a_private_artifact_says_so_in_its_signed_target_and_still_parses() {
+        let keys = keys();
+        let repo = Repository::new(&root(&keys)).unwrap();
+        let public = ingest("public-1.img", b"public bytes");
+        let private = IngestedArtifact {
+            private: true,
+            ..ingest("private-1.img", b"private bytes")
+        };
+        let request = repo.release_request(&[public, private.clone()], NOW.plus_secs(86_400));
+        let release: Targets = Envelope::parse("release", "r", &request, MAX_METADATA_LEN)
+            .unwrap()
+            .role()
+            .unwrap();
+        let flag = |target: &str| {
+            release.targets[target].custom.as_ref().unwrap()["enigm"]
+                .get("private")
+                .cloned()
+        };
+        assert_eq!(
+            flag("artifacts/private-1.img"),
+            Some(serde_json::json!(true))
+        );
+        assert_eq!(flag("artifacts/public-1.img"), None);
+        // Devices read the chunk fields as before (unknown fields are ignored).
+        let chunks =
+            ota_core::tuf::enigm::artifact_chunks(&release.targets["artifacts/private-1.img"])
+                .unwrap();
+        assert_eq!(chunks, private.chunks);
     }
 
     #[test]

@@ -12,11 +12,14 @@ use ota_net::proto::{
 };
 use ota_net::server::{ConnInfo, Handler};
 
+use crate::access::{BlobAccess, ReleaseKey, attestation_gate};
 use crate::director::{self, RequestRefusal};
 use crate::metrics::Metrics;
 use crate::repository::Repository;
 use crate::service::Origin;
 use crate::store::{DeviceRecord, MetadataFile};
+use ota_core::attest::{Action, Gate};
+use ota_core::director::{AttestationOutcome, AttestationPolicy};
 
 /// The origin's answer to the wire protocol.
 #[derive(Debug)]
@@ -111,7 +114,27 @@ impl Handler for OriginHandler {
         Some(Bytes::from(file.bytes))
     }
 
-    async fn blob(&self, _conn: &ConnInfo, id: &ChunkId) -> Option<Bytes> {
+    async fn blob(&self, conn: &ConnInfo, id: &ChunkId) -> Option<Bytes> {
+        let origin = &self.origin;
+        let now = (self.clock)();
+        match origin
+            .access
+            .blob(&origin.catalog, &conn.binding.0, id, now)
+            .await
+        {
+            Ok(BlobAccess::Public | BlobAccess::Granted) => {}
+            Ok(BlobAccess::Refused(handle)) => {
+                // Answered like a chunk the origin does not hold; the handle only in the log.
+                Metrics::inc(&origin.metrics.private_refused);
+                let handle = handle.map_or_else(|| "none".to_string(), |h| h.to_string());
+                tracing::info!(target: "origin.serve", %handle, %id, "private chunk refused: no grant on this connection");
+                return None;
+            }
+            Err(error) => {
+                tracing::error!(target: "origin.serve", %id, %error, "private content unknown; blob refused");
+                return None;
+            }
+        }
         match self
             .origin
             .blobs
@@ -153,7 +176,7 @@ impl OriginHandler {
         match kind {
             SignedKind::CheckIn => {
                 Metrics::inc(&origin.metrics.checkins);
-                let answer = director::check_in(
+                let checked = director::check_in(
                     origin,
                     device,
                     request.nonce.0,
@@ -163,8 +186,19 @@ impl OriginHandler {
                 )
                 .await
                 .map_err(refused)?;
-                tracing::info!(target: "origin.serve", handle = %device.handle, offer = matches!(answer, ota_core::director::CheckInAnswer::Offer(_)), "check-in");
-                serde_json::to_vec(&answer).map_err(|_| refused(RequestRefusal::Unavailable))
+                tracing::info!(target: "origin.serve", handle = %device.handle, offer = checked.offered.is_some(), "check-in");
+                if let Some((channel, number, until)) = &checked.offered {
+                    self.grant_private(
+                        conn,
+                        device,
+                        (channel.clone(), *number),
+                        *until,
+                        checked.attestation,
+                    )
+                    .await;
+                }
+                serde_json::to_vec(&checked.answer)
+                    .map_err(|_| refused(RequestRefusal::Unavailable))
             }
             SignedKind::Report => {
                 director::report(origin, device, &request.body, now)
@@ -176,6 +210,54 @@ impl OriginHandler {
                 "unknown request kind",
             ))),
         }
+    }
+}
+
+impl OriginHandler {
+    /// Grants this connection (the device's own, or the relaying peer's) the private content
+    /// of the release just offered, when the channel's attestation policy for private content
+    /// allows (see `crate::access`).
+    async fn grant_private(
+        &self,
+        conn: &ConnInfo,
+        device: &DeviceRecord,
+        release: ReleaseKey,
+        until: UnixTime,
+        attestation: Option<AttestationOutcome>,
+    ) {
+        let origin = &self.origin;
+        match origin
+            .access
+            .has_private_content(&origin.catalog, &release)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(error) => {
+                tracing::error!(target: "origin.serve", %error, "private content unknown; no grant");
+                return;
+            }
+        }
+        let mode = origin
+            .attestation
+            .as_ref()
+            .map_or(AttestationPolicy::Off, |a| {
+                a.mode(Action::PrivateContent, &release.0)
+            });
+        match attestation_gate(mode, attestation) {
+            Gate::Refuse(_) => {
+                Metrics::inc(&origin.metrics.private_grants_refused);
+                tracing::info!(target: "origin.serve", handle = %device.handle, "no private-content grant: the channel requires a passed attestation");
+                return;
+            }
+            Gate::PassCounted(_) => {
+                Metrics::inc(&origin.metrics.attestations_preferred_missed);
+            }
+            Gate::Pass => {}
+        }
+        origin
+            .access
+            .grant(conn.binding.0, device.handle, release, until);
     }
 }
 

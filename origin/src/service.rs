@@ -21,6 +21,8 @@ pub struct Origin {
     pub metrics: Metrics,
     /// The remote attestation policy, when `origin.json` configures one.
     pub attestation: Option<crate::attest::Attestation>,
+    /// Private content and the connections granted it.
+    pub access: crate::access::PrivateAccess,
 }
 
 impl Origin {
@@ -38,6 +40,7 @@ impl Origin {
             keys,
             metrics: Metrics::default(),
             attestation,
+            access: crate::access::PrivateAccess::default(),
         }))
     }
 }

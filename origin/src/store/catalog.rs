@@ -22,6 +22,9 @@
 //! | `nonces` | nonce | single-use request nonces bound to a connection |
 //! | `relays` | public key | site peers allowed to relay devices' signed requests |
 //! | `reports` | channel, number, handle | each device's latest install outcome per release |
+//!
+//! `artifacts.private` and `release_blobs.private` mark private content (see
+//! [`Catalog::private_content`]).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -68,6 +71,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "relays",
         include_str!("../../migrations/sqlite/0002_relays.sql"),
     ),
+    (
+        3,
+        "private",
+        include_str!("../../migrations/sqlite/0003_private.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -79,6 +87,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "relays",
         include_str!("../../migrations/postgres/0002_relays.sql"),
+    ),
+    (
+        3,
+        "private",
+        include_str!("../../migrations/postgres/0003_private.sql"),
     ),
 ];
 
@@ -105,6 +118,24 @@ pub struct Catalog {
 /// until [`CatalogTx::commit`]; dropping it (or a crash) discards everything.
 pub struct CatalogTx {
     inner: TxInner,
+}
+
+/// What `release create --private` marks in [`Catalog::insert_release_marked`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PrivateMarks {
+    /// Target paths of the private artifacts.
+    pub targets: Vec<String>,
+    /// Blobs of the release that only its private artifacts use (never a chunk index).
+    pub blobs: Vec<ChunkId>,
+}
+
+/// The private content recorded (see [`Catalog::private_content`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PrivateContent {
+    /// Each private blob with a release that uses it (one row per release).
+    pub blobs: Vec<(ChunkId, Channel, ReleaseNumber)>,
+    /// Target paths of private artifacts.
+    pub targets: Vec<String>,
 }
 
 /// A release as `release create` records it: always a draft.
@@ -637,7 +668,25 @@ impl Catalog {
         blobs: &[BlobRecord],
         now: UnixTime,
     ) -> Result<(), CatalogError> {
+        self.insert_release_marked(release, artifacts, blobs, &PrivateMarks::default(), now)
+            .await
+    }
+
+    /// [`Catalog::insert_release`], marking in the same transaction the artifacts and blobs
+    /// of `private` (see [`PrivateMarks`]): a release is never visible with its private
+    /// content unmarked.
+    pub async fn insert_release_marked(
+        &self,
+        release: &NewRelease,
+        artifacts: &[ArtifactRecord],
+        blobs: &[BlobRecord],
+        private: &PrivateMarks,
+        now: UnixTime,
+    ) -> Result<(), CatalogError> {
         const OP: &str = "insert release";
+        let mut private_blobs: Vec<String> = private.blobs.iter().map(ChunkId::to_hex).collect();
+        private_blobs.sort_unstable();
+        private_blobs.dedup();
         let number = to_i64(release.number.0, OP, "release number")?;
         let min_installed = release
             .min_installed
@@ -741,8 +790,82 @@ impl Catalog {
                 query.push(" ON CONFLICT DO NOTHING");
                 query.build().execute(&mut *tx).await.map_err(db(OP))?;
             }
+            for target in &private.targets {
+                sqlx::query(
+                    "UPDATE artifacts SET private = TRUE \
+                     WHERE channel = $1 AND number = $2 AND target = $3",
+                )
+                .bind(channel)
+                .bind(number)
+                .bind(target.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(db(OP))?;
+            }
+            for batch in private_blobs.chunks(INSERT_BATCH_ROWS) {
+                let mut query = QueryBuilder::<Db>::new(
+                    "UPDATE release_blobs SET private = TRUE WHERE channel = ",
+                );
+                query.push_bind(channel);
+                query.push(" AND number = ").push_bind(number);
+                query.push(" AND blob IN (");
+                let mut ids = query.separated(", ");
+                for id in batch {
+                    ids.push_bind(id.as_str());
+                }
+                query.push(")");
+                query.build().execute(&mut *tx).await.map_err(db(OP))?;
+            }
             tx.commit().await.map_err(db(OP))
         })
+    }
+
+    /// The private content the catalog records: every private blob (one no public artifact
+    /// uses) with the releases that use it, and the private artifacts' target paths.
+    pub async fn private_content(&self) -> Result<PrivateContent, CatalogError> {
+        const OP: &str = "list private content";
+        type Rows = (Vec<(String, String, i64)>, Vec<(String,)>);
+        let (blob_rows, target_rows): Rows = on_backend!(&self.backend, |pool, _Db| {
+            let blobs = sqlx::query_as(
+                "SELECT r.blob, r.channel, r.number FROM release_blobs r WHERE r.private \
+                     AND NOT EXISTS (SELECT 1 FROM release_blobs p \
+                                     WHERE p.blob = r.blob AND NOT p.private) \
+                     ORDER BY r.blob, r.channel, r.number",
+            )
+            .fetch_all(pool)
+            .await
+            .map_err(db(OP))?;
+            let targets = sqlx::query_as(
+                "SELECT DISTINCT target FROM artifacts WHERE private ORDER BY target",
+            )
+            .fetch_all(pool)
+            .await
+            .map_err(db(OP))?;
+            (blobs, targets)
+        });
+        let mut content = PrivateContent::default();
+        for (blob, channel, number) in blob_rows {
+            content.blobs.push((
+                digest(&blob, OP, "release_blobs.blob")?,
+                Channel(channel),
+                release_number(number, OP, "release_blobs.number")?,
+            ));
+        }
+        content.targets = target_rows.into_iter().map(|(t,)| t).collect();
+        Ok(content)
+    }
+
+    /// How many releases the catalog records (they are never deleted): private content
+    /// changes only when this does.
+    pub async fn release_count(&self) -> Result<u64, CatalogError> {
+        const OP: &str = "count releases";
+        let (count,): (i64,) = on_backend!(&self.backend, |pool, _Db| {
+            sqlx::query_as("SELECT COUNT(*) FROM releases")
+                .fetch_one(pool)
+                .await
+                .map_err(db(OP))?
+        });
+        to_u64(count, OP, "count")
     }
 
     /// The release `number` of `channel`.

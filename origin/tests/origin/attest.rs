@@ -32,11 +32,11 @@ fn handle(i: u8) -> DeviceHandle {
     DeviceHandle([i; 32])
 }
 
-fn ca(name: &str) -> Arc<SoftwareCa> {
+pub(crate) fn ca(name: &str) -> Arc<SoftwareCa> {
     Arc::new(SoftwareCa::generate(name, 2000, 2100).unwrap())
 }
 
-fn provider(ca: &Arc<SoftwareCa>, at: UnixTime) -> SoftwareProvider {
+pub(crate) fn provider(ca: &Arc<SoftwareCa>, at: UnixTime) -> SoftwareProvider {
     SoftwareProvider::new(
         ca.clone(),
         DeviceProperties {
@@ -641,7 +641,12 @@ async fn channel_requiring_attestation_offers_only_to_attested_devices_over_quic
 
 /// A check-in signed by the device `Device::new(seed)` over `binding` (as a device signs for
 /// the connection to the peer it talks to).
-fn sign_over(seed: u8, nonce: Nonce, binding: &ChannelBinding, body: Vec<u8>) -> SignedRequest {
+pub(crate) fn sign_over(
+    seed: u8,
+    nonce: Nonce,
+    binding: &ChannelBinding,
+    body: Vec<u8>,
+) -> SignedRequest {
     use ed25519_dalek::Signer as _;
     let key = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
     let device_key = DeviceKey(key.verifying_key().to_bytes());

@@ -81,7 +81,7 @@ pub(crate) struct Served {
     child: Child,
     pub(crate) quic: std::net::SocketAddr,
     pub(crate) pin: CertPin,
-    http: String,
+    pub(crate) http: String,
 }
 
 impl Drop for Served {

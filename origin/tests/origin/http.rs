@@ -815,6 +815,7 @@ impl Fixture {
             length: ingested.length,
             sha256: ingested.sha256,
             chunks: ingested.chunks.clone(),
+            private: false,
         };
         let manifest = ReleaseManifest {
             channel: stable(),

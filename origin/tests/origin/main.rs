@@ -6,5 +6,6 @@ mod attest;
 mod e2e;
 mod http;
 mod pkcs11;
+mod private;
 mod relay;
 mod store;

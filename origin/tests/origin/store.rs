@@ -37,8 +37,8 @@ use ota_core::time::UnixTime;
 use ota_core::tuf::enigm::{Channel, ReleaseNumber};
 use ota_origin::store::{
     ArtifactRecord, BlobError, BlobRecord, BlobStore, Catalog, CatalogError, MetadataEntry,
-    MetadataFile, NewDevice, NewRelease, NonceCheck, Report, ReportCounts, ReportOutcome,
-    S3Settings, StoredBlob,
+    MetadataFile, NewDevice, NewRelease, NonceCheck, PrivateContent, PrivateMarks, Report,
+    ReportCounts, ReportOutcome, S3Settings, StoredBlob,
 };
 use sqlx::{Connection as _, Executor as _};
 
@@ -74,6 +74,7 @@ on_both_databases!(
     nonce_is_single_use_under_concurrency,
     state_survives_a_reopen,
     reports_count_each_device_once,
+    private_content_is_what_no_public_artifact_uses,
 );
 
 async fn releases_round_trip(db: Db) {
@@ -340,6 +341,97 @@ async fn racing_stage_changes_have_one_winner(db: Db) {
         let stored = catalog.release(&stable(), n).await.unwrap().unwrap();
         assert_eq!(stored.stage, winners[0]);
     }
+}
+
+/// `release create --private`: a blob is private when only private artifacts use it, in every
+/// release that uses it; the release count moves with every release (the origin re-reads the
+/// private content when it does).
+async fn private_content_is_what_no_public_artifact_uses(db: Db) {
+    let Some(test) = TestCatalog::new(db).await else {
+        return;
+    };
+    let catalog = test.open().await;
+    assert_eq!(catalog.release_count().await.unwrap(), 0);
+    assert_eq!(
+        catalog.private_content().await.unwrap(),
+        PrivateContent::default()
+    );
+    let secret: Vec<BlobRecord> = (0..600).map(blob).collect();
+    let public: Vec<BlobRecord> = (600..700).map(blob).collect();
+    let blobs_1: Vec<BlobRecord> = secret.iter().chain(&public).copied().collect();
+    let marks = PrivateMarks {
+        targets: vec!["artifacts/secret-1.img".into()],
+        // More than one UPDATE batch.
+        blobs: secret.iter().map(|b| b.id).collect(),
+    };
+    catalog
+        .insert_release_marked(
+            &new_release(&stable(), 1),
+            &[
+                artifact("artifacts/secret-1.img", "secret", 1),
+                artifact("artifacts/public-1.img", "public", 2),
+            ],
+            &blobs_1,
+            &marks,
+            T0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(catalog.release_count().await.unwrap(), 1);
+    let content = catalog.private_content().await.unwrap();
+    assert_eq!(content.targets, ["artifacts/secret-1.img"]);
+    let mut expected: Vec<(ChunkId, Channel, ReleaseNumber)> = secret
+        .iter()
+        .map(|b| (b.id, stable(), ReleaseNumber(1)))
+        .collect();
+    expected.sort();
+    assert_eq!(content.blobs, expected);
+
+    // beta/1 is private too and shares secret[0]: both releases are listed for it. stable/2
+    // is public and shares secret[1]: that blob's bytes are public now.
+    catalog
+        .insert_release_marked(
+            &new_release(&beta(), 1),
+            &[artifact("artifacts/secret-b1.img", "secret", 3)],
+            &[secret[0]],
+            &PrivateMarks {
+                targets: vec!["artifacts/secret-b1.img".into()],
+                blobs: vec![secret[0].id],
+            },
+            T0,
+        )
+        .await
+        .unwrap();
+    catalog
+        .insert_release(
+            &new_release(&stable(), 2),
+            &[artifact("artifacts/public-2.img", "public", 4)],
+            &[secret[1]],
+            T0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(catalog.release_count().await.unwrap(), 3);
+    let content = catalog.private_content().await.unwrap();
+    assert_eq!(
+        content.targets,
+        ["artifacts/secret-1.img", "artifacts/secret-b1.img"]
+    );
+    let of = |id: ChunkId| -> Vec<(Channel, ReleaseNumber)> {
+        content
+            .blobs
+            .iter()
+            .filter(|(b, _, _)| *b == id)
+            .map(|(_, c, n)| (c.clone(), *n))
+            .collect()
+    };
+    let mut both = vec![(stable(), ReleaseNumber(1)), (beta(), ReleaseNumber(1))];
+    both.sort();
+    assert_eq!(of(secret[0].id), both);
+    assert_eq!(of(secret[1].id), [], "shared with a public release");
+    assert_eq!(of(secret[2].id), [(stable(), ReleaseNumber(1))]);
+    assert_eq!(of(public[0].id), []);
+    assert_eq!(content.blobs.len(), 600);
 }
 
 async fn blobs_are_recorded_once_across_releases(db: Db) {

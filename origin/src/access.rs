@@ -1,0 +1,282 @@
+//! Private content at the origin (docs/PROTOCOL.md, "Private content"): chunks of artifacts
+//! created with `release create --private SLOT` are served over QUIC only on a connection
+//! holding a **grant** for a release that contains them, and never by the HTTP mirror.
+//!
+//! A connection earns a grant by a check-in made on it (directly, or relayed by a site peer
+//! on the peer's connection) that the director answered with an offer: the check-in is signed
+//! by the device key over the nonce, the timestamp and the connection's TLS exporter value,
+//! and checked like every check-in (`director::verify_request` / `verify_relayed`). Where the
+//! channel's attestation policy for `private_content` is `required`, the check-in must also
+//! carry evidence that passed; `preferred` grants and counts the miss; `off` ignores it. A
+//! grant lasts until the offer expires. Grants are keyed by the connection's channel binding
+//! (the TLS exporter value, unique to one TLS session), so no other connection can use one.
+//!
+//! Which chunks are private comes from the catalog ([`Catalog::private_content`]): read on
+//! first use, then again whenever the number of releases changes (checked at most once per
+//! [`REFRESH_EVERY`]), since private content only changes when a release is created. Until it
+//! has been read once, every blob is refused (fail closed).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use ota_core::attest::Gate;
+use ota_core::digest::ChunkId;
+use ota_core::director::{AttestationOutcome, AttestationPolicy, DeviceHandle};
+use ota_core::time::UnixTime;
+use ota_core::tuf::enigm::{Channel, ReleaseNumber};
+
+use crate::store::{Catalog, CatalogError};
+
+/// How often the catalog is asked whether releases were created.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(1);
+/// Most connections holding grants at once (a few dozen bytes each); beyond it the oldest
+/// grants are dropped and those devices check in again.
+const MAX_GRANTED_CONNECTIONS: usize = 100_000;
+
+/// A release, by channel and number.
+pub type ReleaseKey = (Channel, ReleaseNumber);
+
+#[derive(Debug, Default)]
+struct Known {
+    /// Releases recorded when this was read (`None`: never read).
+    releases: Option<u64>,
+    /// Private blob → the releases that use it.
+    blobs: HashMap<ChunkId, Vec<ReleaseKey>>,
+    /// Releases with private content.
+    private_releases: HashSet<ReleaseKey>,
+    /// Target paths of private artifacts.
+    targets: HashSet<String>,
+}
+
+/// The device that checked in on a connection, and the releases granted until when.
+type Held = (DeviceHandle, Vec<(ReleaseKey, UnixTime)>);
+
+#[derive(Debug, Default)]
+struct Grants {
+    /// Channel binding → what that connection holds.
+    by_binding: HashMap<[u8; 32], Held>,
+    order: VecDeque<[u8; 32]>,
+}
+
+/// What a blob request may get.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlobAccess {
+    /// Not private: anyone.
+    Public,
+    /// Private, and this connection holds a live grant for a release using it.
+    Granted,
+    /// Private, without a grant on this connection (the handle that checked in on it, if any).
+    Refused(Option<DeviceHandle>),
+}
+
+/// The private content and the grants of the running origin.
+#[derive(Debug, Default)]
+pub struct PrivateAccess {
+    known: RwLock<Known>,
+    checked: Mutex<Option<Instant>>,
+    refreshing: tokio::sync::Mutex<()>,
+    grants: Mutex<Grants>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The private-content gate for a check-in's attestation: the same rule as
+/// [`ota_core::attest::gate`], over the outcome the director recorded for this check-in.
+pub fn attestation_gate(mode: AttestationPolicy, outcome: Option<AttestationOutcome>) -> Gate {
+    let reason = ota_core::attest::Reason::EligibilityFailure;
+    match (mode, outcome) {
+        (AttestationPolicy::Off, _) | (_, Some(AttestationOutcome::Passed)) => Gate::Pass,
+        (AttestationPolicy::Preferred, _) => Gate::PassCounted(reason),
+        (AttestationPolicy::Required, _) => Gate::Refuse(reason),
+    }
+}
+
+impl PrivateAccess {
+    /// Reads the private content again if releases were created since it was last read.
+    async fn refresh(&self, catalog: &Catalog) -> Result<(), CatalogError> {
+        let due = |checked: &Option<Instant>| checked.is_none_or(|t| t.elapsed() >= REFRESH_EVERY);
+        if !due(&lock(&self.checked)) {
+            return Ok(());
+        }
+        let _one_at_a_time = self.refreshing.lock().await;
+        if !due(&lock(&self.checked)) {
+            return Ok(());
+        }
+        let releases = catalog.release_count().await?;
+        let current = self
+            .known
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .releases;
+        if current != Some(releases) {
+            let content = catalog.private_content().await?;
+            let mut known = Known {
+                releases: Some(releases),
+                targets: content.targets.into_iter().collect(),
+                ..Known::default()
+            };
+            for (id, channel, number) in content.blobs {
+                known.private_releases.insert((channel.clone(), number));
+                known.blobs.entry(id).or_default().push((channel, number));
+            }
+            tracing::info!(target: "origin.access", releases, private_blobs = known.blobs.len(), "private content read");
+            *self
+                .known
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = known;
+        }
+        *lock(&self.checked) = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Whether blob `id` may be served on the connection whose channel binding is `binding`.
+    /// A catalog failure before private content was ever read is an error (refuse).
+    pub async fn blob(
+        &self,
+        catalog: &Catalog,
+        binding: &[u8; 32],
+        id: &ChunkId,
+        now: UnixTime,
+    ) -> Result<BlobAccess, CatalogError> {
+        self.refresh_or_stale(catalog).await?;
+        let known = self
+            .known
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(releases) = known.blobs.get(id) else {
+            return Ok(BlobAccess::Public);
+        };
+        let grants = lock(&self.grants);
+        let held = grants.by_binding.get(binding);
+        let granted = held.is_some_and(|(_, held)| {
+            held.iter()
+                .any(|(release, until)| now < *until && releases.contains(release))
+        });
+        Ok(if granted {
+            BlobAccess::Granted
+        } else {
+            BlobAccess::Refused(held.map(|(handle, _)| *handle))
+        })
+    }
+
+    /// Whether the HTTP mirror must refuse blob `id` (private) or target `target`.
+    pub async fn is_private_blob(
+        &self,
+        catalog: &Catalog,
+        id: &ChunkId,
+    ) -> Result<bool, CatalogError> {
+        self.refresh_or_stale(catalog).await?;
+        Ok(self
+            .known
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .blobs
+            .contains_key(id))
+    }
+
+    /// Whether `target` is a private artifact.
+    pub async fn is_private_target(
+        &self,
+        catalog: &Catalog,
+        target: &str,
+    ) -> Result<bool, CatalogError> {
+        self.refresh_or_stale(catalog).await?;
+        Ok(self
+            .known
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .targets
+            .contains(target))
+    }
+
+    /// Whether `release` has private content.
+    pub async fn has_private_content(
+        &self,
+        catalog: &Catalog,
+        release: &ReleaseKey,
+    ) -> Result<bool, CatalogError> {
+        self.refresh_or_stale(catalog).await?;
+        Ok(self
+            .known
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .private_releases
+            .contains(release))
+    }
+
+    /// Refreshes; on a catalog failure, goes on with what was read before, if anything.
+    async fn refresh_or_stale(&self, catalog: &Catalog) -> Result<(), CatalogError> {
+        match self.refresh(catalog).await {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                let read_once = self
+                    .known
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .releases
+                    .is_some();
+                if read_once {
+                    tracing::warn!(target: "origin.access", %error, "private content not re-read; using the last read");
+                    Ok(())
+                } else {
+                    Err(error)
+                }
+            }
+        }
+    }
+
+    /// Grants the connection whose channel binding is `binding` release `release` until
+    /// `until`, for the device `handle` that checked in on it.
+    pub fn grant(
+        &self,
+        binding: [u8; 32],
+        handle: DeviceHandle,
+        release: ReleaseKey,
+        until: UnixTime,
+    ) {
+        let mut grants = lock(&self.grants);
+        if !grants.by_binding.contains_key(&binding) {
+            grants.order.push_back(binding);
+            while grants.order.len() > MAX_GRANTED_CONNECTIONS {
+                if let Some(old) = grants.order.pop_front() {
+                    grants.by_binding.remove(&old);
+                }
+            }
+        }
+        let entry = grants
+            .by_binding
+            .entry(binding)
+            .or_insert_with(|| (handle, Vec::new()));
+        entry.0 = handle;
+        entry.1.retain(|(r, _)| *r != release);
+        entry.1.push((release, until));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_attestation_gate_follows_the_policy() {
+        use AttestationOutcome::{Failed, Passed};
+        use AttestationPolicy::{Off, Preferred, Required};
+        for outcome in [None, Some(Passed), Some(Failed)] {
+            assert_eq!(attestation_gate(Off, outcome), Gate::Pass);
+        }
+        assert_eq!(attestation_gate(Required, Some(Passed)), Gate::Pass);
+        assert_eq!(attestation_gate(Preferred, Some(Passed)), Gate::Pass);
+        assert!(matches!(
+            attestation_gate(Required, Some(Failed)),
+            Gate::Refuse(_)
+        ));
+        assert!(matches!(attestation_gate(Required, None), Gate::Refuse(_)));
+        assert!(matches!(
+            attestation_gate(Preferred, None),
+            Gate::PassCounted(_)
+        ));
+    }
+}
