@@ -8,8 +8,9 @@
 //! timeout.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ota_core::digest::ChunkId;
@@ -260,6 +261,132 @@ impl Drop for Server {
     }
 }
 
+/// What a client did that no honest client does. Each kind is logged once per connection
+/// (at `warn`, with the connection's remote address and the reason), and the offender lines
+/// of a whole server are rate-limited, so a flood of offenders cannot flood the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Offence {
+    /// A request that does not decode (garbage, an unknown tag, truncated, trailing bytes).
+    Malformed,
+    /// A request frame over the protocol's bound.
+    TooLarge,
+    /// A request not sent whole within the request timeout.
+    SlowRequest,
+    /// An answer the client did not read within the stall timeout.
+    NeverReads,
+    /// More than [`MISSING_OFFENCE`] blobs asked for that the server does not hold.
+    UnknownChunks,
+}
+
+/// Blobs a connection may ask for and be answered `Missing` before it is logged as an offender
+/// (a device behind a healthy cache asks for blobs the cache can get).
+const MISSING_OFFENCE: u64 = 4096;
+
+/// Offender lines a server writes per second, at most; the rest are counted and the count is
+/// given with the next line written.
+const OFFENDER_LINES_PER_SECOND: u32 = 20;
+
+impl Offence {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed request",
+            Self::TooLarge => "request over the size bound",
+            Self::SlowRequest => "request not sent within the request timeout",
+            Self::NeverReads => "does not read its answers",
+            Self::UnknownChunks => "asks for many blobs nobody holds",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+/// The server-wide limit on offender lines.
+#[derive(Debug)]
+struct OffenderLog {
+    window: Mutex<(Instant, u32, u64)>,
+}
+
+impl OffenderLog {
+    fn new() -> Self {
+        Self {
+            window: Mutex::new((Instant::now(), 0, 0)),
+        }
+    }
+
+    /// Whether a line may be written now, and how many were suppressed before it.
+    fn admit(&self) -> Option<u64> {
+        let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if now.duration_since(window.0) >= Duration::from_secs(1) {
+            window.0 = now;
+            window.1 = 0;
+        }
+        if window.1 >= OFFENDER_LINES_PER_SECOND {
+            window.2 += 1;
+            return None;
+        }
+        window.1 += 1;
+        Some(std::mem::take(&mut window.2))
+    }
+}
+
+/// What one connection has done wrong so far.
+#[derive(Debug)]
+struct Offences {
+    remote: SocketAddr,
+    id: usize,
+    logged: AtomicU8,
+    missing: AtomicU64,
+    log: Arc<OffenderLog>,
+}
+
+impl Offences {
+    fn new(remote: SocketAddr, id: usize, log: Arc<OffenderLog>) -> Self {
+        Self {
+            remote,
+            id,
+            logged: AtomicU8::new(0),
+            missing: AtomicU64::new(0),
+            log,
+        }
+    }
+
+    /// Records an offence: the first of its kind on this connection is logged, if the
+    /// server-wide limit allows.
+    fn record(&self, offence: Offence, detail: &dyn std::fmt::Display) {
+        let bit = offence.bit();
+        if self.logged.fetch_or(bit, Ordering::Relaxed) & bit != 0 {
+            return;
+        }
+        if let Some(suppressed) = self.log.admit() {
+            warn!(
+                remote = %self.remote,
+                connection = self.id,
+                offence = offence.name(),
+                %detail,
+                suppressed,
+                "offending client: {}: {}",
+                self.remote,
+                offence.name(),
+            );
+        }
+    }
+
+    /// Counts a blob answered `Missing`; past [`MISSING_OFFENCE`] the connection is an
+    /// offender.
+    fn missing(&self) {
+        let n = self.missing.fetch_add(1, Ordering::Relaxed) + 1;
+        if n == MISSING_OFFENCE + 1 {
+            self.record(
+                Offence::UnknownChunks,
+                &format_args!("{n} blobs asked for are not held"),
+            );
+        }
+    }
+}
+
 async fn accept_loop<H: Handler>(
     endpoint: Endpoint,
     handler: Arc<H>,
@@ -267,6 +394,7 @@ async fn accept_loop<H: Handler>(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(config.max_connections));
+    let offender_log = Arc::new(OffenderLog::new());
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -285,6 +413,7 @@ async fn accept_loop<H: Handler>(
                         config.clone(),
                         shutdown.clone(),
                         permit,
+                        offender_log.clone(),
                     )
                     .instrument(info_span!("net.connection", %remote)),
                 );
@@ -311,6 +440,7 @@ async fn serve_connection<H: Handler>(
     config: Arc<ServerConfig>,
     mut shutdown: watch::Receiver<bool>,
     _slot: OwnedSemaphorePermit,
+    offender_log: Arc<OffenderLog>,
 ) {
     let connecting = match incoming.accept() {
         Ok(connecting) => connecting,
@@ -341,6 +471,7 @@ async fn serve_connection<H: Handler>(
         id: connection.stable_id(),
     });
     debug!(id = info.id, "connection established");
+    let offences = Arc::new(Offences::new(info.remote, info.id, offender_log));
     let mut streams = JoinSet::new();
     let shutting_down = loop {
         tokio::select! {
@@ -352,8 +483,15 @@ async fn serve_connection<H: Handler>(
                         kind = tracing::field::Empty,
                     );
                     streams.spawn(
-                        serve_stream(handler.clone(), info.clone(), config.clone(), send, recv)
-                            .instrument(span),
+                        serve_stream(
+                            handler.clone(),
+                            info.clone(),
+                            config.clone(),
+                            offences.clone(),
+                            send,
+                            recv,
+                        )
+                        .instrument(span),
                     );
                 }
                 Err(e) => {
@@ -375,6 +513,7 @@ async fn serve_stream<H: Handler>(
     handler: Arc<H>,
     info: Arc<ConnInfo>,
     config: Arc<ServerConfig>,
+    offences: Arc<Offences>,
     mut send: SendStream,
     mut recv: RecvStream,
 ) {
@@ -393,6 +532,12 @@ async fn serve_stream<H: Handler>(
                 }
             };
             debug!(?failure, %code, "bad request from the client");
+            let offence = match &failure {
+                ReadFailure::Wire(WireError::FrameTooLong { .. }) => Offence::TooLarge,
+                ReadFailure::Stalled => Offence::SlowRequest,
+                _ => Offence::Malformed,
+            };
+            offences.record(offence, &format_args!("{failure:?}"));
             let _ = recv.stop(code.varint());
             let _ = send.reset(code.varint());
             return;
@@ -401,7 +546,7 @@ async fn serve_stream<H: Handler>(
     tracing::Span::current().record("kind", request.name());
     debug!(kind = request.name(), "request");
     drop(recv);
-    match respond(&*handler, &info, &config, &mut send, request).await {
+    match respond(&*handler, &info, &config, &offences, &mut send, request).await {
         Ok(()) => {
             let _ = send.finish();
             // Stay until the client has acknowledged the whole answer, so that a graceful
@@ -410,7 +555,16 @@ async fn serve_stream<H: Handler>(
         }
         Err(failure) => {
             let code = match &failure {
-                WriteFailure::Stalled => Some(ErrorCode::TIMEOUT),
+                WriteFailure::Stalled => {
+                    offences.record(
+                        Offence::NeverReads,
+                        &format_args!(
+                            "no progress writing an answer for {:?}",
+                            config.stall_timeout
+                        ),
+                    );
+                    Some(ErrorCode::TIMEOUT)
+                }
                 WriteFailure::Encode(e) => {
                     warn!(error = %e, "handler answer breaks a bound");
                     Some(ErrorCode::INTERNAL)
@@ -452,6 +606,7 @@ async fn respond<H: Handler>(
     handler: &H,
     info: &ConnInfo,
     config: &ServerConfig,
+    offences: &Offences,
     send: &mut SendStream,
     request: Request,
 ) -> Result<(), WriteFailure> {
@@ -497,7 +652,10 @@ async fn respond<H: Handler>(
                         let header = encode(&Response::Blob { id, len })?;
                         stream::write_with_body(send, header, bytes, stall).await?;
                     }
-                    _ => write_header(send, &Response::Missing { id }, stall).await?,
+                    _ => {
+                        offences.missing();
+                        write_header(send, &Response::Missing { id }, stall).await?;
+                    }
                 }
             }
             write_header(send, &Response::End, stall).await

@@ -75,6 +75,9 @@ pub struct FileConfig {
     pub metadata_ttl_secs: Option<u64>,
     /// Bytes of recently used chunks kept in memory.
     pub hot_bytes: Option<u64>,
+    /// Seconds a read or write with a device or an upstream may make no progress before it is
+    /// given up (a device that does not read, an upstream that does not answer). Default 30.
+    pub stall_timeout_secs: Option<u64>,
     /// Connections served at once.
     pub max_connections: Option<usize>,
     /// The director's root.json, to check offers before granting private content.
@@ -136,6 +139,8 @@ pub struct Config {
     pub metadata_ttl: Duration,
     /// Bytes in memory.
     pub hot_bytes: u64,
+    /// No-progress bound on each read or write, with devices and upstreams.
+    pub stall_timeout: Duration,
     /// Connections at once.
     pub max_connections: usize,
     /// The director root's bytes.
@@ -274,6 +279,7 @@ impl Config {
             prefetch_windows,
             metadata_ttl: Duration::from_secs(pick!(metadata_ttl_secs).unwrap_or(5)),
             hot_bytes: pick!(hot_bytes).unwrap_or(64 << 20),
+            stall_timeout: Duration::from_secs(pick!(stall_timeout_secs).unwrap_or(30).max(1)),
             max_connections: pick!(max_connections).unwrap_or(4096).max(1),
             director_root,
         })

@@ -162,8 +162,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         ?reconciled,
         "chunk store opened"
     );
-    let upstreams = Arc::new(Upstreams::new(&config.upstreams, BENCH)?);
-    let origin = Arc::new(Upstreams::new(&[config.origin], BENCH)?);
+    let upstreams = Arc::new(Upstreams::new(
+        &config.upstreams,
+        BENCH,
+        config.stall_timeout,
+    )?);
+    let origin = Arc::new(Upstreams::new(
+        &[config.origin],
+        BENCH,
+        config.stall_timeout,
+    )?);
     let cache = Cache::start(
         Settings {
             policy: CacheConfig {
@@ -198,6 +206,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let mut server_config = ServerConfig::default();
     server_config.max_connections = config.max_connections;
+    server_config.stall_timeout = config.stall_timeout;
     // Kept across restarts so that clients of a crashed peer get a stateless reset at once.
     server_config.reset_secret = Some(
         ota_net::quic::ResetSecret::load_or_create(&config.data.join("quic-reset.key"))

@@ -99,6 +99,9 @@ struct ServeArgs {
     /// Connections served at once.
     #[arg(long)]
     max_connections: Option<usize>,
+    /// Seconds a read or write with a device or an upstream may make no progress (default 30).
+    #[arg(long)]
+    stall_timeout_secs: Option<u64>,
     /// Run a libp2p discovery node on this TCP address, advertising the QUIC address and pin
     /// (mDNS on the LAN, Kademlia, release announcements).
     #[arg(long)]
@@ -185,6 +188,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         prefetch_windows: args.prefetch_windows,
         metadata_ttl_secs: args.metadata_ttl_secs,
         hot_bytes: None,
+        stall_timeout_secs: args.stall_timeout_secs,
         max_connections: args.max_connections,
         director_root: args.director_root,
         discovery: args.discovery,

@@ -35,10 +35,17 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    /// Upstreams in order of preference; a corrupt one is set aside for `bench`.
-    pub fn new(targets: &[UpstreamAddr], bench: Duration) -> Result<Self, ClientError> {
+    /// Upstreams in order of preference; a corrupt one is set aside for `bench`; a read or
+    /// write that makes no progress for `stall` fails (an upstream that stalls).
+    pub fn new(
+        targets: &[UpstreamAddr],
+        bench: Duration,
+        stall: Duration,
+    ) -> Result<Self, ClientError> {
         let local = SocketAddr::from(([0, 0, 0, 0], 0));
-        let connector = Connector::bind(local, ClientConfig::default())?;
+        let mut config = ClientConfig::default();
+        config.stall_timeout = stall;
+        let connector = Connector::bind(local, config)?;
         Ok(Self {
             connector,
             slots: targets

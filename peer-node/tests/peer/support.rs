@@ -29,6 +29,10 @@ pub(crate) struct UpstreamState {
     pub(crate) metadata: HashMap<String, Bytes>,
     /// The director: the answer to a relayed check-in with this nonce.
     pub(crate) offer: Option<OfferFn>,
+    /// Chunks asked for and never answered (the request is accepted, then nothing is sent).
+    pub(crate) stall: HashSet<ChunkId>,
+    /// Requests stalled so far.
+    pub(crate) stalled: u32,
     nonces: u64,
 }
 
@@ -79,6 +83,15 @@ impl Handler for TestUpstream {
     }
 
     async fn blob(&self, _conn: &ConnInfo, id: &ChunkId) -> Option<Bytes> {
+        let stall = {
+            let mut state = self.0.lock().unwrap();
+            let stall = state.stall.contains(id);
+            state.stalled += u32::from(stall);
+            stall
+        };
+        if stall {
+            return std::future::pending().await;
+        }
         let mut state = self.0.lock().unwrap();
         let bytes = state.blobs.get(id)?.clone();
         *state.sent.entry(*id).or_default() += 1;
