@@ -26,11 +26,13 @@ use tokio::sync::mpsc;
 
 use crate::progress::Progress;
 use crate::source::{Event, Source, Transport, read_exact_at, write_all_at};
+use crate::writer::{FlushPolicy, SlotWriter};
 
-/// Journal records appended (after one slot sync) at most this many chunks apart.
-const JOURNAL_BATCH: usize = 64;
-/// … or this long apart.
-const JOURNAL_INTERVAL: Duration = Duration::from_millis(250);
+/// The slot is synced and the chunks written since journalled (the sync policy of the
+/// device's writes) once this many bytes were written since the last sync…
+pub const JOURNAL_BYTES: u64 = 4 << 20;
+/// … or this long after it, whichever comes first.
+pub const JOURNAL_INTERVAL: Duration = Duration::from_millis(250);
 /// Chunks in flight per network source.
 const NETWORK_IN_FLIGHT: usize = 64;
 /// Chunks in flight from the local slot.
@@ -104,6 +106,9 @@ pub struct SourceUse {
     /// Times its requests failed for the network (it was asked again after a backoff).
     #[serde(default)]
     pub lost: u32,
+    /// Times its lost connection was dialled again.
+    #[serde(default)]
+    pub redials: u32,
     /// The last such failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
@@ -168,6 +173,7 @@ impl Sources {
                 banned: None,
                 dropped: None,
                 lost: 0,
+                redials: 0,
                 last_error: None,
                 slow: false,
             })
@@ -282,6 +288,18 @@ pub async fn download(
         }
     }
     let mut verified_bytes = report.resumed_bytes;
+    let writer = SlotWriter::start(
+        slot,
+        job.slot_file.clone(),
+        (journal, binding),
+        job.verifier,
+        ota_core::chunk::ArtifactCheck::new_parallel(job.artifact),
+        done.clone(),
+        FlushPolicy {
+            bytes: JOURNAL_BYTES,
+            interval: JOURNAL_INTERVAL,
+        },
+    )?;
     progress.start_bytes(job.artifact.path(), length);
     progress.bytes(verified_bytes, length, &json!({}));
 
@@ -322,14 +340,11 @@ pub async fn download(
         scheduler.start(now());
 
         let (tx, mut rx) = mpsc::channel::<Event>(EVENT_QUEUE);
-        let mut pending_records: Vec<u64> = Vec::new();
-        let mut last_flush = Instant::now();
         let mut fetch_counts: HashMap<SourceId, u64> = HashMap::new();
         let mut last_progress = Instant::now();
         'run: loop {
             if last_progress.elapsed() >= NO_PROGRESS_LIMIT {
-                flush(&slot, &mut journal, &binding, entries, &mut pending_records)
-                    .map_err(|e| with_path(e, &job.slot_file))?;
+                writer.finish().await?;
                 finish_uses(sources, &scheduler.report(), &fetch_counts);
                 return Err(DownloadError::NoProgress {
                     secs: NO_PROGRESS_LIMIT.as_secs(),
@@ -344,8 +359,7 @@ pub async fn download(
                     }
                     Action::Complete => break 'run,
                     Action::Stuck { id } => {
-                        flush(&slot, &mut journal, &binding, entries, &mut pending_records)
-                            .map_err(|e| with_path(e, &job.slot_file))?;
+                        writer.finish().await?;
                         finish_uses(sources, &scheduler.report(), &fetch_counts);
                         return Err(DownloadError::Stuck { id });
                     }
@@ -370,9 +384,9 @@ pub async fn download(
                     match tokio::time::timeout(JOURNAL_INTERVAL, rx.recv()).await {
                         Ok(event) => event,
                         Err(_) => {
-                            flush(&slot, &mut journal, &binding, entries, &mut pending_records)
-                                .map_err(|e| with_path(e, &job.slot_file))?;
-                            last_flush = Instant::now();
+                            if writer.flush().await.is_err() {
+                                return Err(stopped(writer).await);
+                            }
                             scheduler.handle_timeout(now());
                             continue;
                         }
@@ -391,18 +405,20 @@ pub async fn download(
                     };
                     match job.verifier.verify(first, &bytes) {
                         Ok(_) => {
-                            let mut fresh = false;
-                            for &p in positions {
-                                if !done[p as usize] {
-                                    let entry = &entries[p as usize];
-                                    write_all_at(&slot, &bytes, entry.offset())
-                                        .map_err(disk(&job.slot_file))?;
-                                    done[p as usize] = true;
-                                    pending_records.push(p);
-                                    verified_bytes += u64::from(entry.len());
-                                    fresh = true;
-                                }
+                            let fresh: Vec<u64> = positions
+                                .iter()
+                                .copied()
+                                .filter(|&p| !done[p as usize])
+                                .collect();
+                            for &p in &fresh {
+                                done[p as usize] = true;
+                                verified_bytes += u64::from(entries[p as usize].len());
                             }
+                            let fresh = !fresh.is_empty()
+                                && match writer.write(fresh, bytes).await {
+                                    Ok(()) => true,
+                                    Err(()) => return Err(stopped(writer).await),
+                                };
                             scheduler.handle_chunk(now(), source, &id, ChunkOutcome::Verified);
                             if fresh {
                                 last_progress = Instant::now();
@@ -427,6 +443,15 @@ pub async fn download(
                         }
                     }
                 }
+                Event::Redialled { source } => {
+                    if let Some(i) = sources.index(source) {
+                        sources.uses[i].redials += 1;
+                        progress.event(
+                            "source_redialled",
+                            json!({ "source": sources.list[i].name }),
+                        );
+                    }
+                }
                 Event::Missing { source, id } => {
                     scheduler.handle_chunk(now(), source, &id, ChunkOutcome::Missing);
                 }
@@ -438,13 +463,15 @@ pub async fn download(
                     if let Some(i) = sources.index(source) {
                         let name = sources.list[i].name.clone();
                         if misbehaved {
-                            // Gone for good: nothing more is asked of it in this update.
+                            // A corrupt source (a blob longer than announced or than the
+                            // maximum, another blob than asked for…): banned for the update
+                            // and named, like one that sends a chunk whose hash differs.
                             let reason = format!("broke the protocol: {reason}");
                             progress.event(
-                                "source_dropped",
+                                "source_banned",
                                 json!({ "source": name, "reason": reason }),
                             );
-                            sources.uses[i].dropped.get_or_insert(reason);
+                            sources.uses[i].banned.get_or_insert(reason);
                             scheduler.remove_source(now(), source);
                         } else {
                             // Unreachable for now: asked again after a backoff.
@@ -457,47 +484,45 @@ pub async fn download(
                     }
                 }
             }
-            if pending_records.len() >= JOURNAL_BATCH || last_flush.elapsed() >= JOURNAL_INTERVAL {
-                flush(&slot, &mut journal, &binding, entries, &mut pending_records)
-                    .map_err(|e| with_path(e, &job.slot_file))?;
-                last_flush = Instant::now();
-            }
         }
-        flush(&slot, &mut journal, &binding, entries, &mut pending_records)
-            .map_err(|e| with_path(e, &job.slot_file))?;
         let fetch_report = scheduler.report();
         report.bytes_by_kind = fetch_report.bytes_by_kind.clone();
         report.bytes_by_kind.retain(|_, b| *b > 0);
         report.duplicate_bytes = fetch_report.duplicate_bytes;
         finish_uses(sources, &fetch_report, &fetch_counts);
     }
-    slot.sync_all().map_err(disk(&job.slot_file))?;
-
-    // The whole artifact, read back from the slot.
+    // The whole artifact, hashed as it was written (and read back where it was not in
+    // memory), against its signed hashes.
     progress.event(
         "verify_artifact",
         json!({ "artifact": job.artifact.path() }),
     );
-    // SHA-256 on a helper thread while BLAKE3 runs here (pieces of 1 MiB).
-    let mut check = ota_core::chunk::ArtifactCheck::new_parallel(job.artifact);
-    let mut buf = vec![0u8; 1 << 20];
-    let mut offset = 0u64;
-    while offset < length {
-        let n = (length - offset).min(buf.len() as u64) as usize;
-        read_exact_at(&slot, &mut buf[..n], offset).map_err(disk(&job.slot_file))?;
-        check
-            .update(&buf[..n])
-            .map_err(|source| DownloadError::Artifact {
-                target: job.artifact.path().into(),
-                source,
-            })?;
-        offset += n as u64;
-    }
-    check.finish().map_err(|source| DownloadError::Artifact {
+    let artifact_error = |source| DownloadError::Artifact {
         target: job.artifact.path().into(),
         source,
-    })?;
+    };
+    match writer.finish().await? {
+        Some(checked) => checked.map_err(artifact_error)?,
+        None => {
+            // Every position was verified, so the writer saw them all: a bug if not.
+            return Err(artifact_error(ArtifactError::TooShort {
+                signed: length,
+                actual: 0,
+            }));
+        }
+    }
     Ok(report)
+}
+
+/// Why the slot writer stopped (it stops only on an error).
+async fn stopped(writer: SlotWriter) -> DownloadError {
+    match writer.finish().await {
+        Err(error) => error,
+        Ok(_) => DownloadError::Disk {
+            path: PathBuf::from("(slot writer)"),
+            source: std::io::Error::other("the slot writer stopped"),
+        },
+    }
 }
 
 fn finish_uses(
@@ -524,39 +549,6 @@ fn finish_uses(
     }
 }
 
-fn with_path(source: std::io::Error, path: &Path) -> DownloadError {
-    DownloadError::Disk {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-/// Sync the slot, then journal the chunks written since the last flush.
-fn flush(
-    slot: &File,
-    journal: &mut JournalFile,
-    binding: &JournalBinding,
-    entries: &[ota_core::chunk::IndexEntry],
-    pending: &mut Vec<u64>,
-) -> std::io::Result<()> {
-    if pending.is_empty() {
-        return Ok(());
-    }
-    slot.sync_data()?;
-    for p in pending.drain(..) {
-        journal
-            .append(binding, p, entries[p as usize].id())
-            .map_err(|e| match e {
-                DownloadError::Disk { source, .. } => source,
-                other => std::io::Error::other(other.to_string()),
-            })?;
-    }
-    journal.sync().map_err(|e| match e {
-        DownloadError::Disk { source, .. } => source,
-        other => std::io::Error::other(other.to_string()),
-    })
-}
-
 /// Read the chunk at `position` from the slot into `buf` and verify it.
 fn read_verified(slot: &File, verifier: &ChunkVerifier, position: u64, buf: &mut Vec<u8>) -> bool {
     let Some(entry) = verifier.index().entry(position) else {
@@ -567,7 +559,7 @@ fn read_verified(slot: &File, verifier: &ChunkVerifier, position: u64, buf: &mut
 }
 
 /// An open journal: the records read at open, and the file to append to.
-struct JournalFile {
+pub(crate) struct JournalFile {
     path: PathBuf,
     file: File,
     records: Vec<JournalRecord>,
@@ -632,7 +624,7 @@ fn open_journal(
 }
 
 impl JournalFile {
-    fn append(
+    pub(crate) fn append(
         &mut self,
         binding: &JournalBinding,
         position: u64,
@@ -647,7 +639,7 @@ impl JournalFile {
             })
     }
 
-    fn sync(&mut self) -> Result<(), DownloadError> {
+    pub(crate) fn sync(&mut self) -> Result<(), DownloadError> {
         self.file.sync_data().map_err(|source| DownloadError::Disk {
             path: self.path.clone(),
             source,

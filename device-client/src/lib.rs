@@ -21,3 +21,4 @@ pub mod source;
 pub mod state;
 pub mod update;
 pub mod verify;
+mod writer;

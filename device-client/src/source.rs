@@ -14,6 +14,7 @@ use bytes::Bytes;
 use ota_core::digest::ChunkId;
 use ota_core::fetch::{SourceId, SourceKind};
 use ota_net::client::{Client, ClientError};
+use ota_net::quic::CertPin;
 use tokio::sync::mpsc;
 
 /// One source of an update.
@@ -32,8 +33,8 @@ pub struct Source {
 /// How a source is reached.
 #[derive(Debug, Clone)]
 pub enum Transport {
-    /// QUIC `GetBlobs` on a connection to a pinned server.
-    Quic(Client),
+    /// QUIC `GetBlobs` on a connection to a pinned server (redialled when it is lost).
+    Quic(QuicLink),
     /// `GET {base}/chunks/{id}` on an HTTP mirror.
     Http {
         /// The HTTP client.
@@ -43,6 +44,71 @@ pub enum Transport {
     },
     /// Chunks of the installed image, read from the active slot's files.
     Local(Arc<LocalChunks>),
+}
+
+/// A connection to a pinned QUIC server that is replaced by a new one once it is lost.
+///
+/// A request that fails because the connection closed, timed out or stalled marks the
+/// connection lost; the scheduler then backs the source off (`handle_source_lost`), and the
+/// next request it makes of the source dials the server again first. Requests already in
+/// flight on an older connection do not mark the new one.
+#[derive(Debug, Clone)]
+pub struct QuicLink {
+    pin: CertPin,
+    state: Arc<tokio::sync::Mutex<LinkState>>,
+}
+
+#[derive(Debug)]
+struct LinkState {
+    client: Client,
+    /// Bumped at every redial.
+    generation: u64,
+    lost: bool,
+}
+
+impl QuicLink {
+    /// A link over `client`, whose server's certificate is pinned by `pin`.
+    pub fn new(client: Client, pin: CertPin) -> Self {
+        Self {
+            pin,
+            state: Arc::new(tokio::sync::Mutex::new(LinkState {
+                client,
+                generation: 0,
+                lost: false,
+            })),
+        }
+    }
+
+    /// The current connection, dialled again first if it was lost; and whether it was.
+    async fn client(&self) -> Result<(Client, u64, bool), ClientError> {
+        let mut state = self.state.lock().await;
+        let redialled = state.lost;
+        if state.lost {
+            state.client = Client::connect(state.client.peer(), self.pin).await?;
+            state.generation += 1;
+            state.lost = false;
+        }
+        Ok((state.client.clone(), state.generation, redialled))
+    }
+
+    /// Mark connection `generation` lost (if it is still the current one).
+    async fn lost(&self, generation: u64) {
+        let mut state = self.state.lock().await;
+        if state.generation == generation && !state.lost {
+            state.lost = true;
+            state.client.close();
+        }
+    }
+}
+
+/// Whether a request's failure means the connection is gone (closed, timed out, stalled).
+fn connection_lost(error: &ClientError) -> bool {
+    matches!(
+        error,
+        ClientError::Connection { .. }
+            | ClientError::Timeout { .. }
+            | ClientError::StreamClosed { .. }
+    )
 }
 
 /// Where each chunk of the installed image lies.
@@ -66,6 +132,11 @@ pub enum Event {
         /// The bytes it sent.
         bytes: Bytes,
     },
+    /// The source's lost connection was dialled again.
+    Redialled {
+        /// The source.
+        source: SourceId,
+    },
     /// The source does not hold the chunk.
     Missing {
         /// The source.
@@ -73,7 +144,8 @@ pub enum Event {
         /// The chunk.
         id: ChunkId,
     },
-    /// The request failed; the source is not used again in this update.
+    /// The request failed: a source that misbehaved is banned for the update, one that is
+    /// unreachable is asked again after a backoff.
     Failed {
         /// The source.
         source: SourceId,
@@ -90,15 +162,31 @@ impl Source {
     pub fn spawn_request(&self, ids: Vec<ChunkId>, max_len: u32, events: mpsc::Sender<Event>) {
         let source = self.id;
         match &self.transport {
-            Transport::Quic(client) => {
-                let client = client.clone();
+            Transport::Quic(link) => {
+                let link = link.clone();
                 tokio::spawn(async move {
-                    if let Err(error) = quic_request(&client, source, ids, max_len, &events).await {
-                        let misbehaved = matches!(error, ClientError::PeerMisbehaved { .. });
+                    let result = match link.client().await {
+                        Ok((client, generation, redialled)) => {
+                            if redialled {
+                                let _ = events.send(Event::Redialled { source }).await;
+                            }
+                            let result = quic_request(&client, source, ids, max_len, &events).await;
+                            if let Err(error) = &result
+                                && connection_lost(error)
+                            {
+                                link.lost(generation).await;
+                            }
+                            result
+                        }
+                        // Dialling again failed: still lost; the scheduler backs off again.
+                        Err(error) => Err(error),
+                    };
+                    if let Err(error) = result {
+                        let HttpError { reason, misbehaved } = quic_error(error);
                         let _ = events
                             .send(Event::Failed {
                                 source,
-                                reason: error.to_string(),
+                                reason,
                                 misbehaved,
                             })
                             .await;
@@ -152,18 +240,19 @@ impl Source {
     }
 
     /// Fetch one whole blob (the chunk index) of at most `max_len` bytes.
-    pub async fn fetch_blob(&self, id: ChunkId, max_len: u32) -> Result<Option<Bytes>, String> {
+    pub async fn fetch_blob(&self, id: ChunkId, max_len: u32) -> Result<Option<Bytes>, HttpError> {
         match &self.transport {
-            Transport::Quic(client) => {
-                let mut blobs = client
-                    .blobs(vec![id], max_len)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let item = blobs.next().await.ok_or("answer ended early")?;
-                let (_, bytes) = item.map_err(|e| e.to_string())?;
+            Transport::Quic(link) => {
+                let (client, _, _) = link.client().await.map_err(quic_error)?;
+                let mut blobs = client.blobs(vec![id], max_len).await.map_err(quic_error)?;
+                let item = blobs.next().await.ok_or_else(|| HttpError {
+                    reason: "answer ended early".into(),
+                    misbehaved: false,
+                })?;
+                let (_, bytes) = item.map_err(quic_error)?;
                 // Read the end of the answer, so that trailing bytes are noticed.
                 if let Some(Err(e)) = blobs.next().await {
-                    return Err(e.to_string());
+                    return Err(quic_error(e));
                 }
                 Ok(bytes)
             }
@@ -172,7 +261,6 @@ impl Source {
                 http_get(client, &url, u64::from(max_len))
                     .await
                     .map(|b| b.map(Bytes::from))
-                    .map_err(|e| e.reason)
             }
             Transport::Local(_) => Ok(None),
         }
@@ -223,13 +311,29 @@ async fn quic_request(
     Ok(())
 }
 
-/// An HTTP request failed.
+/// A request to a source failed (over QUIC or HTTP).
 #[derive(Debug)]
 pub struct HttpError {
     /// Why.
     pub reason: String,
-    /// Whether the server broke the rules (a body over the cap).
+    /// Whether the source broke the rules (a blob longer than announced or asked for, a body
+    /// over the cap…): it is banned for the update.
     pub misbehaved: bool,
+}
+
+/// A QUIC request's failure; a breach of the protocol is named alone (the report names the
+/// source).
+fn quic_error(error: ClientError) -> HttpError {
+    match error {
+        ClientError::PeerMisbehaved { misbehaviour, .. } => HttpError {
+            reason: misbehaviour.to_string(),
+            misbehaved: true,
+        },
+        other => HttpError {
+            reason: other.to_string(),
+            misbehaved: false,
+        },
+    }
 }
 
 /// Time allowed between two reads of an HTTP body.

@@ -36,7 +36,7 @@ use serde_json::json;
 
 use crate::download::{self, ArtifactReport, DownloadError, Job, SourceUse, Sources};
 use crate::progress::Progress;
-use crate::source::{LocalChunks, Source, Transport, http_get, peer_name};
+use crate::source::{LocalChunks, QuicLink, Source, Transport, http_get, peer_name};
 use crate::state::{
     SlotArtifact, SlotContents, StateDir, StateError, read_bounded, read_json, sync_dir,
     write_atomic, write_json,
@@ -628,7 +628,7 @@ impl Session<'_> {
                         id: sid,
                         kind: SourceKind::LanPeer,
                         name,
-                        transport: Transport::Quic(client),
+                        transport: Transport::Quic(QuicLink::new(client, peer.pin)),
                     }),
                     Err(error) => {
                         self.progress.event(
@@ -663,7 +663,7 @@ impl Session<'_> {
             id: id(),
             kind: SourceKind::Origin,
             name: format!("origin {}", self.state.config.origin),
-            transport: Transport::Quic(origin.clone()),
+            transport: Transport::Quic(QuicLink::new(origin.clone(), self.state.config.pin())),
         });
         let mut sources = Sources::new(list, holdings);
         for (name, reason) in dropped {
@@ -676,6 +676,7 @@ impl Session<'_> {
                 banned: None,
                 dropped: Some(reason),
                 lost: 0,
+                redials: 0,
                 last_error: None,
                 slow: false,
             });
@@ -756,7 +757,17 @@ impl Session<'_> {
                     }
                 },
                 Ok(None) => {}
-                Err(reason) => {
+                Err(error) if error.misbehaved => {
+                    // Like a corrupt chunk: banned for the update and named.
+                    let reason = format!("broke the protocol: {}", error.reason);
+                    self.progress.event(
+                        "source_banned",
+                        json!({ "source": source.name, "reason": reason }),
+                    );
+                    sources.ban(source.id, reason);
+                }
+                Err(error) => {
+                    let reason = error.reason;
                     self.progress.event(
                         "source_dropped",
                         json!({ "source": source.name, "reason": reason }),

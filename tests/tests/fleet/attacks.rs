@@ -26,7 +26,7 @@ use ota_core::tuf::metadata::{Envelope, Role, Snapshot, Targets, Timestamp, sign
 use ota_net::proto::{Nonce, Refusal, SignedKind, SignedRequest};
 use ota_net::quic::{Identity, NodeKey};
 use ota_net::server::{ConnInfo, Handler, Server, ServerConfig};
-use ota_tests::fake_peer::{FakeDirector, blob_path};
+use ota_tests::fake_peer::{Breach, FakeDirector, RawPeer, blob_path};
 use ota_tests::{
     OriginFixture, Proc, Served, bin, http_get, now, run, run_ok, test_image, wait_ready,
 };
@@ -813,6 +813,72 @@ fn attack_peer_lying_about_what_it_holds_is_banned_and_named() {
         "{reason}"
     );
 }
+
+#[test]
+fn attack_over_long_blobs_from_a_peer_ban_it_and_name_it() {
+    // Two ways to send a blob longer than it may be: more bytes than its frame announced, and
+    // a frame announcing more than the maximum chunk length the device asked for. Either is a
+    // corrupt source: banned for the update with the breach named, nothing it sent used, the
+    // image installed from the origin.
+    let max = ota_core::chunk::ChunkingParams::DEFAULT.max();
+    for (tag, breach) in [
+        ("oversend", Breach::MoreThanAnnounced),
+        ("overmax", Breach::LongerThanMax),
+    ] {
+        let scene = Scene::new(tag, &[]);
+        let blobs = scene.fixture.data.join("blobs");
+        let peer = RawPeer::start(&blobs, breach);
+        scene.offer(2);
+        let report = scene.device.update_ok(&["--peer", &peer.peer_arg()]);
+        assert_eq!(report["release"], 2, "{report}");
+        assert_eq!(scene.device.image("A", "system").unwrap(), scene.v2);
+        let name = format!("peer {}", peer.addr);
+        let reason = report["banned"][&name]
+            .as_str()
+            .unwrap_or_else(|| panic!("{tag}: {name} not banned: {report}"));
+        match breach {
+            Breach::MoreThanAnnounced => assert_eq!(
+                reason, OVERSEND_REASON,
+                "{tag}: the 100 bytes past the blob read as a frame"
+            ),
+            Breach::LongerThanMax => {
+                // `announced N+1 bytes for blob ID, over the N asked for`: ID a blob of the
+                // release (the chunk index is the first asked for), N what the device asked.
+                let rest = reason
+                    .strip_prefix("broke the protocol: announced ")
+                    .unwrap_or_else(|| panic!("{tag}: {reason}"));
+                let (announced, rest) = rest.split_once(" bytes for blob ").unwrap();
+                let (id, rest) = rest.split_once(", over the ").unwrap();
+                let asked = rest.strip_suffix(" asked for").unwrap();
+                let (announced, asked): (u32, u32) =
+                    (announced.parse().unwrap(), asked.parse().unwrap());
+                assert_eq!(announced, asked + 1, "{tag}: {reason}");
+                assert!(asked <= max, "{tag}: {reason}");
+                let id: ChunkId = id.parse().unwrap();
+                assert!(blob_path(&blobs, &id).exists(), "{tag}: {id}");
+            }
+        }
+        let source = report["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .cloned()
+            .unwrap();
+        assert_eq!(source["bytes"], 0, "{tag}: nothing it sent used: {source}");
+        assert_eq!(kind_bytes(&report, "lan_peer"), 0, "{tag}: {report}");
+        assert_eq!(
+            kind_bytes(&report, "origin"),
+            scene.v2.len() as u64,
+            "{tag}: {report}"
+        );
+    }
+}
+
+/// Why a peer that sends bytes past an announced blob is banned: the 100 bytes of `0x5a`
+/// after the blob are read as the next frame's header.
+const OVERSEND_REASON: &str = "broke the protocol: bad frame: response header of 1515870810 bytes \
+     is over the bound of 65536 bytes";
 
 #[test]
 fn attack_eligibility_bypass_through_a_peer_cannot_forge_or_transplant_an_offer() {

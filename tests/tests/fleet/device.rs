@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ota_core::chunk::{ChunkIndex, IndexLimits};
+use ota_core::chunk::{ChunkIndex, ChunkingParams, IndexLimits, Ingest};
 use ota_core::digest::ChunkId;
 use ota_core::director::{DeviceHandle, Offer, OfferedArtifact};
 use ota_core::journal::{self, JournalBinding};
@@ -796,7 +796,7 @@ fn device_survives_bad_input() {
     let blobs = fixture.data.join("blobs");
 
     // A peer that sends more bytes than it announced, and one that announces a chunk longer
-    // than the maximum: each dropped for breaking the protocol, the update finishes elsewhere.
+    // than the maximum: each banned for breaking the protocol, the update finishes elsewhere.
     for (name, breach, says) in [
         ("oversend", Breach::MoreThanAnnounced, "broke the protocol"),
         ("overlong", Breach::LongerThanMax, "over the"),
@@ -812,13 +812,14 @@ fn device_survives_bad_input() {
             .find(|s| s["name"] == format!("peer {}", peer.addr))
             .cloned()
             .unwrap();
-        let dropped = source["dropped"]
+        let banned = source["banned"]
             .as_str()
             .unwrap_or_else(|| panic!("{report}"));
         assert!(
-            dropped.contains("broke the protocol") && dropped.contains(says),
-            "{dropped}"
+            banned.contains("broke the protocol") && banned.contains(says),
+            "{banned}"
         );
+        assert_eq!(report["banned"][&source["name"].as_str().unwrap()], banned);
         assert_eq!(source["bytes"], 0, "nothing it sent was used: {source}");
     }
 
@@ -890,5 +891,207 @@ fn device_finds_a_cache_by_discovery() {
     assert!(
         kind_bytes(&report, "lan_peer") > image.len() as u64 / 2,
         "{report}"
+    );
+}
+
+/// The chunk ids of `image` as the origin cuts it (the default chunking).
+fn chunk_ids(image: &[u8]) -> Vec<ChunkId> {
+    let mut ids = Vec::new();
+    let mut ingest = Ingest::new(ChunkingParams::DEFAULT);
+    let mut sink = |c: ota_core::chunk::CutChunk<'_>| {
+        ids.push(*c.id());
+        Ok::<(), std::convert::Infallible>(())
+    };
+    ingest.update(image, &mut sink).unwrap();
+    ingest.finish(&mut sink).unwrap();
+    ids
+}
+
+#[test]
+fn device_installs_a_release_of_several_artifacts_all_or_nothing() {
+    let temp = tempfile::tempdir().unwrap();
+    let fixture = OriginFixture::new(temp.path());
+    let images = |tag: &str| {
+        [
+            (
+                "system",
+                test_image(&format!("bundle {tag} system"), 2 << 20),
+            ),
+            ("boot", test_image(&format!("bundle {tag} boot"), 512 << 10)),
+            (
+                "vendor",
+                test_image(&format!("bundle {tag} vendor"), 1 << 20),
+            ),
+        ]
+    };
+    let release = |number: u64, images: &[(&str, Vec<u8>)]| {
+        let paths: Vec<(&str, PathBuf)> = images
+            .iter()
+            .map(|(name, bytes)| {
+                let file = format!("{name}-{number}.img");
+                (*name, published(temp.path(), &file, bytes))
+            })
+            .collect();
+        let artifacts: Vec<(&str, &Path)> = paths.iter().map(|(n, p)| (*n, p.as_path())).collect();
+        fixture.release("stable", number, &artifacts, &[]);
+        fixture.promote("stable", number, &["--stable"]);
+    };
+    let v1 = images("v1");
+    release(1, &v1);
+    let served = fixture.serve();
+    let (addr, pin) = origin_args(&served);
+    let device = crate::attacks::Dev::new(temp.path(), "device", &fixture, &addr, &pin, "stable");
+    let report = device.update_ok(&[]);
+    assert_eq!(report["release"], 1);
+    assert_eq!(report["artifacts"].as_array().unwrap().len(), 3, "{report}");
+    device.boot_good();
+    for (name, bytes) in &v1 {
+        assert_eq!(device.image("B", name).as_ref(), Some(bytes), "{name}");
+    }
+
+    // Release 2: one chunk of its boot image is withheld everywhere (the only source, the
+    // origin, lost it). The other artifacts download, but nothing is installed.
+    let v2 = images("v2");
+    release(2, &v2);
+    let boot_ids = chunk_ids(&v2[1].1);
+    let others: HashSet<ChunkId> = [&v2[0].1, &v2[2].1]
+        .iter()
+        .flat_map(|image| chunk_ids(image))
+        .collect();
+    let withheld = boot_ids[boot_ids.len() / 2];
+    assert!(!others.contains(&withheld));
+    let blob = ota_tests::fake_peer::blob_path(&fixture.data.join("blobs"), &withheld);
+    let aside = blob.with_extension("aside");
+    std::fs::rename(&blob, &aside).unwrap();
+    let before = device.active_slot();
+    let (code, lines, stderr) = device.update(&[]);
+    let done = lines.last().cloned().unwrap_or(Value::Null);
+    assert_eq!(code, 2, "{stderr}\n{done}");
+    assert_eq!(done["outcome"], "failed", "{done}");
+    assert_eq!(
+        done["reason"],
+        format!("chunk {withheld} cannot be had from any source still usable"),
+        "{done}"
+    );
+    assert_eq!(device.active_slot(), before, "the active slot is untouched");
+    let status = device.status();
+    assert!(status["pending"].is_null(), "nothing pending: {status}");
+    assert_eq!(status["active_release"], 1, "{status}");
+    assert!(
+        device.image("A", "boot").as_ref() != Some(&v2[1].1),
+        "the boot image is not whole"
+    );
+
+    // Served again: all three installed together (the chunks written before are resumed).
+    std::fs::rename(&aside, &blob).unwrap();
+    let report = device.update_ok(&[]);
+    assert_eq!(report["release"], 2);
+    assert_eq!(report["slot"], "A");
+    let resumed: u64 = report["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["resumed_bytes"].as_u64().unwrap())
+        .sum();
+    assert!(resumed > 0, "the first run's chunks were kept: {report}");
+    for (name, bytes) in &v2 {
+        assert_eq!(device.image("A", name).as_ref(), Some(bytes), "{name}");
+    }
+    assert_eq!(device.status()["pending"]["release"], 2);
+}
+
+/// A loopback UDP address nobody listens on (the OS's pick, released).
+fn free_udp_addr() -> std::net::SocketAddr {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+#[test]
+fn device_redials_an_origin_restarted_mid_download_and_finishes_from_it() {
+    let temp = tempfile::tempdir().unwrap();
+    let fixture = OriginFixture::new(temp.path());
+    let image = test_image("origin restarts", 6 << 20);
+    let path = published(temp.path(), "system.img", &image);
+    fixture.release("stable", 1, &[("system", &path)], &[]);
+    fixture.promote("stable", 1, &["--stable"]);
+    let quic = free_udp_addr();
+    let log = temp.path().join("origin.log");
+    let mut origin = crate::faults::OriginProc::start(&fixture, quic, &log);
+    let pin = origin.pin.clone();
+    let device = Device::new(
+        temp.path(),
+        "device",
+        &fixture,
+        &quic.to_string(),
+        &pin,
+        None,
+    );
+
+    let mut child = Proc::spawn(
+        "ota-device update",
+        Command::new(bin("ota-device"))
+            .args(["update", "--state", device.state_str(), "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    // The origin, the only source, is killed as the download starts and restarted on the
+    // same address (same key) a second later: its old connection is dead.
+    let stdout = child.child().stdout.take().unwrap();
+    let lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    let mut last = Value::Null;
+    let mut events = Vec::new();
+    let mut done_at_redial = None;
+    let mut done = 0;
+    for line in lines {
+        let value: Value = serde_json::from_str(&line.unwrap()).unwrap();
+        match value["event"].as_str() {
+            Some("download") => {
+                origin.proc.kill();
+                std::thread::sleep(Duration::from_secs(1));
+                origin = crate::faults::OriginProc::start(&fixture, quic, &log);
+                assert_eq!(origin.pin, pin, "the same origin");
+            }
+            Some("progress") => done = value["done"].as_u64().unwrap(),
+            Some("source_redialled") => {
+                done_at_redial.get_or_insert(done);
+            }
+            _ => {}
+        }
+        if let Some(event) = value["event"].as_str() {
+            events.push(event.to_string());
+        }
+        last = value;
+        if last["event"] == "done" {
+            break;
+        }
+    }
+    let status = child.wait_for(Duration::from_secs(150));
+    assert!(status.success(), "{last}");
+    assert_eq!(last["outcome"], "installed", "{last}");
+    assert_eq!(device.image("B", "system"), image);
+    assert_eq!(kind_bytes(&last, "origin"), image.len() as u64, "{last}");
+    let origin_use = last["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["kind"] == "origin")
+        .cloned()
+        .unwrap();
+    assert!(origin_use["lost"].as_u64().unwrap() >= 1, "{origin_use}");
+    assert!(origin_use["redials"].as_u64().unwrap() >= 1, "{origin_use}");
+    assert!(origin_use["dropped"].is_null() && origin_use["banned"].is_null());
+    // The connection was lost, then dialled again, and most of the image came after that.
+    let lost = events.iter().position(|e| e == "source_lost");
+    let redialled = events.iter().position(|e| e == "source_redialled");
+    assert!(
+        matches!((lost, redialled), (Some(l), Some(r)) if l < r),
+        "{events:?}"
+    );
+    let before = done_at_redial.unwrap();
+    assert!(
+        before < image.len() as u64 / 2,
+        "{before} bytes verified before the redial: {events:?}"
     );
 }

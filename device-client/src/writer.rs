@@ -1,0 +1,336 @@
+//! The slot writer: verified chunks are written into the slot on a thread of their own, each
+//! batch journalled after the slot is synced, while a second thread hashes the whole artifact
+//! (SHA-256 and BLAKE3) in order as its contiguous prefix is written.
+//!
+//! The download loop verifies each chunk against its id and hands the bytes over; the writer
+//! writes them at every position of the chunk, then passes the same bytes (the ones written)
+//! to the hasher once every position before them is written too. Bytes that arrive far ahead
+//! of that frontier are not kept in memory: the hasher reads them back from the slot when the
+//! frontier reaches them, as it does for positions written by an earlier, interrupted run
+//! (their journal records were re-verified, but the whole check always covers every byte of
+//! the slot, whichever run wrote it). The slot is marked pending only after
+//! [`SlotWriter::finish`] says the whole artifact matches its signed hashes.
+//!
+//! Memory: at most [`COMMANDS`] chunks waiting to be written, [`RETAINED`] bytes kept ahead
+//! of the frontier and [`PIECES`] pieces waiting to be hashed.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::mpsc as sync_mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ota_core::chunk::{ArtifactCheck, ArtifactError, ChunkVerifier};
+use ota_core::journal::JournalBinding;
+use tokio::sync::mpsc;
+
+use crate::download::{DownloadError, JournalFile};
+use crate::source::{read_exact_at, write_all_at};
+
+/// Chunks waiting for the writer.
+const COMMANDS: usize = 32;
+/// Bytes kept in memory ahead of the hashing frontier (beyond, they are read back).
+const RETAINED: usize = 8 << 20;
+/// Pieces waiting for the hasher.
+const PIECES: usize = 64;
+/// Read-back pieces are at most this long (long ones are hashed on two threads).
+const READ_BACK: u64 = 1 << 20;
+
+/// When the writer syncs the slot and journals what it wrote.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FlushPolicy {
+    /// At most this many bytes written apart…
+    pub(crate) bytes: u64,
+    /// … or this long apart.
+    pub(crate) interval: Duration,
+}
+
+enum Command {
+    /// Write the verified `bytes` at each of `positions`.
+    Chunk { positions: Vec<u64>, bytes: Bytes },
+    /// Sync and journal what was written so far.
+    Flush,
+}
+
+enum Piece {
+    /// The next bytes of the artifact, as written.
+    Bytes(Bytes),
+    /// The next `len` bytes, read back from the slot at `offset`.
+    ReadBack { offset: u64, len: u64 },
+}
+
+/// The whole check's result, if every byte was hashed.
+type Checked = Option<Result<(), ArtifactError>>;
+/// What the writer thread ends with.
+type WriterEnd = Result<Checked, DownloadError>;
+
+/// Writes into one slot file; see the module documentation.
+pub(crate) struct SlotWriter {
+    tx: Option<mpsc::Sender<Command>>,
+    thread: Option<JoinHandle<WriterEnd>>,
+}
+
+/// The writer thread's state.
+struct Inner {
+    slot: File,
+    slot_path: PathBuf,
+    journal: JournalFile,
+    binding: JournalBinding,
+    verifier: ChunkVerifier,
+    policy: FlushPolicy,
+    pending: Vec<u64>,
+    pending_bytes: u64,
+    last_flush: Instant,
+    /// Per position: written (by this run or a verified earlier one).
+    written: Vec<bool>,
+    /// The first position not yet handed to the hasher.
+    frontier: u64,
+    /// Bytes written ahead of the frontier, kept for the hasher.
+    retained: HashMap<u64, Bytes>,
+    retained_len: usize,
+    /// `None` once the hasher stopped (its error is had by joining it).
+    pieces: Option<sync_mpsc::SyncSender<Piece>>,
+    hasher: Option<JoinHandle<WriterEnd>>,
+}
+
+impl SlotWriter {
+    /// Start writing into `slot` (already `length` bytes long); `done` marks the positions
+    /// already verified in it.
+    pub(crate) fn start(
+        slot: File,
+        slot_path: PathBuf,
+        (journal, binding): (JournalFile, JournalBinding),
+        verifier: &ChunkVerifier,
+        check: ArtifactCheck,
+        done: Vec<bool>,
+        policy: FlushPolicy,
+    ) -> Result<Self, DownloadError> {
+        let disk = |source| DownloadError::Disk {
+            path: slot_path.clone(),
+            source,
+        };
+        let reader = slot.try_clone().map_err(disk)?;
+        let (pieces_tx, pieces_rx) = sync_mpsc::sync_channel(PIECES);
+        let hasher_path = slot_path.clone();
+        let hasher = std::thread::Builder::new()
+            .name("ota-slot-hash".into())
+            .spawn(move || hash(reader, hasher_path, check, pieces_rx))
+            .map_err(disk)?;
+        let mut inner = Inner {
+            slot,
+            slot_path: slot_path.clone(),
+            journal,
+            binding,
+            verifier: verifier.clone(),
+            policy,
+            pending: Vec::new(),
+            pending_bytes: 0,
+            last_flush: Instant::now(),
+            written: done,
+            frontier: 0,
+            retained: HashMap::new(),
+            retained_len: 0,
+            pieces: Some(pieces_tx),
+            hasher: Some(hasher),
+        };
+        let (tx, mut rx) = mpsc::channel::<Command>(COMMANDS);
+        let thread = std::thread::Builder::new()
+            .name("ota-slot-write".into())
+            .spawn(move || {
+                inner.advance();
+                while let Some(command) = rx.blocking_recv() {
+                    inner.handle(command)?;
+                }
+                inner.end()
+            })
+            .map_err(disk)?;
+        Ok(Self {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Write the verified `bytes` at each of `positions` (none written before). An error
+    /// means the writer stopped: [`SlotWriter::finish`] says why.
+    pub(crate) async fn write(&self, positions: Vec<u64>, bytes: Bytes) -> Result<(), ()> {
+        match &self.tx {
+            Some(tx) => tx
+                .send(Command::Chunk { positions, bytes })
+                .await
+                .map_err(|_| ()),
+            None => Err(()),
+        }
+    }
+
+    /// Sync the slot and journal what was written so far (the writer also does so by itself
+    /// every [`FlushPolicy`]).
+    pub(crate) async fn flush(&self) -> Result<(), ()> {
+        match &self.tx {
+            Some(tx) => tx.send(Command::Flush).await.map_err(|_| ()),
+            None => Err(()),
+        }
+    }
+
+    /// Write and journal everything handed over, sync the slot; then, if every position is
+    /// written, the whole artifact's check (`Some`), else `None`.
+    pub(crate) async fn finish(mut self) -> WriterEnd {
+        drop(self.tx.take());
+        let Some(thread) = self.thread.take() else {
+            return Ok(None);
+        };
+        tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .and_then(|joined| joined.map_err(|_| std::io::Error::other("the writer panicked")))
+            .map_err(|source| DownloadError::Disk {
+                path: PathBuf::from("(slot writer)"),
+                source,
+            })?
+    }
+}
+
+impl Inner {
+    fn disk(&self, source: std::io::Error) -> DownloadError {
+        DownloadError::Disk {
+            path: self.slot_path.clone(),
+            source,
+        }
+    }
+
+    fn handle(&mut self, command: Command) -> Result<(), DownloadError> {
+        match command {
+            Command::Chunk { positions, bytes } => {
+                let entries = self.verifier.index().entries();
+                for &p in &positions {
+                    let offset = entries[p as usize].offset();
+                    write_all_at(&self.slot, &bytes, offset).map_err(|e| self.disk(e))?;
+                    self.written[p as usize] = true;
+                    self.pending.push(p);
+                    self.pending_bytes += bytes.len() as u64;
+                    if p == self.frontier || self.retained_len + bytes.len() <= RETAINED {
+                        self.retained_len += bytes.len();
+                        self.retained.insert(p, bytes.clone());
+                    }
+                }
+                self.advance();
+                if self.pending_bytes >= self.policy.bytes
+                    || self.last_flush.elapsed() >= self.policy.interval
+                {
+                    self.flush()?;
+                }
+            }
+            Command::Flush => self.flush()?,
+        }
+        Ok(())
+    }
+
+    /// Hand the written prefix past the frontier to the hasher.
+    fn advance(&mut self) {
+        let entries = self.verifier.index().entries();
+        let mut run: Option<(u64, u64)> = None;
+        while (self.frontier as usize) < entries.len() && self.written[self.frontier as usize] {
+            let entry = &entries[self.frontier as usize];
+            match self.retained.remove(&self.frontier) {
+                Some(bytes) => {
+                    self.retained_len -= bytes.len();
+                    if let Some((offset, len)) = run.take() {
+                        send(&mut self.pieces, Piece::ReadBack { offset, len });
+                    }
+                    send(&mut self.pieces, Piece::Bytes(bytes));
+                }
+                None => {
+                    let len = u64::from(entry.len());
+                    run = match run {
+                        Some((offset, run_len)) if run_len + len <= READ_BACK => {
+                            Some((offset, run_len + len))
+                        }
+                        Some((offset, run_len)) => {
+                            send(
+                                &mut self.pieces,
+                                Piece::ReadBack {
+                                    offset,
+                                    len: run_len,
+                                },
+                            );
+                            Some((entry.offset(), len))
+                        }
+                        None => Some((entry.offset(), len)),
+                    };
+                }
+            }
+            self.frontier += 1;
+        }
+        if let Some((offset, len)) = run {
+            send(&mut self.pieces, Piece::ReadBack { offset, len });
+        }
+    }
+
+    /// Sync the slot, then journal the chunks written since the last flush.
+    fn flush(&mut self) -> Result<(), DownloadError> {
+        self.last_flush = Instant::now();
+        self.pending_bytes = 0;
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.slot.sync_data().map_err(|e| self.disk(e))?;
+        let entries = self.verifier.index().entries();
+        for p in self.pending.drain(..) {
+            self.journal
+                .append(&self.binding, p, entries[p as usize].id())?;
+        }
+        self.journal.sync()
+    }
+
+    fn end(mut self) -> WriterEnd {
+        self.flush()?;
+        self.slot.sync_all().map_err(|e| self.disk(e))?;
+        self.advance();
+        let complete = self.frontier as usize == self.written.len();
+        drop(self.pieces.take());
+        let hashed = match self.hasher.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result?,
+            _ => return Err(self.disk(std::io::Error::other("the hasher panicked"))),
+        };
+        Ok(if complete { hashed } else { None })
+    }
+}
+
+/// Hand `piece` to the hasher, unless it stopped (on an error, which joining it gives).
+fn send(pieces: &mut Option<sync_mpsc::SyncSender<Piece>>, piece: Piece) {
+    if let Some(tx) = pieces
+        && tx.send(piece).is_err()
+    {
+        *pieces = None;
+    }
+}
+
+/// The hasher thread: feeds the pieces to the check, in order; at the end, the check's result
+/// if every byte was fed.
+fn hash(
+    slot: File,
+    slot_path: PathBuf,
+    mut check: ArtifactCheck,
+    pieces: sync_mpsc::Receiver<Piece>,
+) -> WriterEnd {
+    let mut buf = Vec::new();
+    for piece in pieces {
+        let fed = match piece {
+            Piece::Bytes(bytes) => check.update(&bytes),
+            Piece::ReadBack { offset, len } => {
+                buf.resize(len as usize, 0);
+                read_exact_at(&slot, &mut buf, offset).map_err(|source| DownloadError::Disk {
+                    path: slot_path.clone(),
+                    source,
+                })?;
+                check.update(&buf)
+            }
+        };
+        if let Err(error) = fed {
+            return Ok(Some(Err(error)));
+        }
+    }
+    // Short if the writer stopped early: it then ignores this.
+    Ok(Some(check.finish()))
+}
