@@ -13,6 +13,7 @@
 //!   opens.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -113,6 +114,9 @@ pub struct Cache {
     metrics: Arc<Metrics>,
     wake: Arc<Notify>,
     wait: Duration,
+    /// Whether the last write to the store failed (e.g. a full disk): logged once when it
+    /// starts and once when writes succeed again, not for every chunk.
+    store_failing: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -148,6 +152,7 @@ impl Cache {
             metrics,
             wake: Arc::new(Notify::new()),
             wait: settings.wait,
+            store_failing: std::sync::atomic::AtomicBool::new(false),
         });
         // Restored chunks may be over a smaller cap: let the policy evict now.
         cache.step(|p, now| p.handle_timeout(now));
@@ -375,6 +380,9 @@ async fn settle(
     .await;
     match stored {
         Ok(Ok(true)) => {
+            if cache.store_failing.swap(false, Ordering::Relaxed) {
+                info!(%id, "the chunk store takes writes again; storing chunks");
+            }
             Metrics::inc(&cache.metrics.chunks_up);
             Metrics::add(&cache.metrics.bytes_up, u64::from(len));
             lock(&cache.hot).insert(id, bytes);
@@ -388,7 +396,11 @@ async fn settle(
         }
         Ok(Err(error)) => {
             Metrics::inc(&cache.metrics.store_errors);
-            warn!(%id, %error, "cannot store a chunk");
+            if cache.store_failing.swap(true, Ordering::Relaxed) {
+                debug!(%id, %error, "cannot store a chunk");
+            } else {
+                warn!(%id, %error, "the chunk store refuses writes (disk full?): serving what it holds, storing nothing new until writes succeed again (ota_peer_store_errors_total counts the chunks refused)");
+            }
             (UpstreamOutcome::Failed, len)
         }
         Err(_) => (UpstreamOutcome::Failed, len),

@@ -8,6 +8,7 @@ mod support;
 mod bad_input;
 mod crash;
 mod discovery;
+mod disk_full;
 mod private;
 mod restart;
 mod upstream;
