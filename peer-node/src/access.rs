@@ -111,6 +111,11 @@ impl Access {
         }
     }
 
+    /// Whether a chunk is private (of an artifact marked private in a walked release).
+    pub fn is_private(&self, id: &ChunkId) -> bool {
+        lock(&self.private).contains_key(id)
+    }
+
     /// Whether a chunk may be served on connection `conn` at `now`.
     pub fn allowed(&self, conn: usize, id: &ChunkId, now: UnixTime) -> bool {
         let private = lock(&self.private);

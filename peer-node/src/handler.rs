@@ -142,7 +142,14 @@ impl Handler for PeerHandler {
             info!(remote = %conn.remote, %id, "private chunk refused: no grant on this connection");
             return None;
         }
-        match self.cache.get(*id).await {
+        let mut found = self.cache.get(*id).await;
+        if found.is_none() && self.access.is_private(id) {
+            // The upstream fetch this request joined may have left before the check-in that
+            // granted this connection also granted the peer's upstream connection (a
+            // prefetch, answered Missing by an origin that gates private chunks): once more.
+            found = self.cache.get(*id).await;
+        }
+        match found {
             Some(bytes) => {
                 Metrics::inc(&self.metrics.blobs_served);
                 Metrics::add(&self.metrics.bytes_served, bytes.len() as u64);

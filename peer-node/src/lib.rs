@@ -167,11 +167,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         BENCH,
         config.stall_timeout,
     )?);
-    let origin = Arc::new(Upstreams::new(
-        &[config.origin],
-        BENCH,
-        config.stall_timeout,
-    )?);
+    // Relays go to the origin itself. When the origin is also the only data upstream, one
+    // connection carries both: a device's relayed check-in then grants the very connection
+    // that fetches the release's private chunks (the origin serves them only there).
+    let origin = if config.upstreams == [config.origin] {
+        upstreams.clone()
+    } else {
+        Arc::new(Upstreams::new(
+            &[config.origin],
+            BENCH,
+            config.stall_timeout,
+        )?)
+    };
     let cache = Cache::start(
         Settings {
             policy: CacheConfig {

@@ -10,3 +10,4 @@ mod faults;
 mod harness;
 mod live;
 mod peer;
+mod private;
