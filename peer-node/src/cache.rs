@@ -329,9 +329,30 @@ impl Cache {
 }
 
 /// Fetches `ids` upstream in one `GetBlobs` of blobs up to `max_len` bytes, verifying, storing
-/// and reporting each.
+/// and reporting each. A blob that does not match its id sets its upstream aside (in
+/// `settle`); with `retry`, and another upstream usable, the blob is asked of that one before
+/// the policy hears of it, so that the devices waiting for it are served rather than told it
+/// is missing.
 async fn fetch(cache: Arc<Cache>, ids: Vec<ChunkId>, max_len: u32) {
+    let again = fetch_once(&cache, ids, max_len, true).await;
+    if !again.is_empty() {
+        info!(
+            chunks = again.len(),
+            "asking another upstream for the chunks a lying upstream corrupted"
+        );
+        fetch_once(&cache, again, max_len, false).await;
+    }
+}
+
+/// One `GetBlobs` of [`fetch`]; returns the blobs to ask another upstream for.
+async fn fetch_once(
+    cache: &Arc<Cache>,
+    ids: Vec<ChunkId>,
+    max_len: u32,
+    retry: bool,
+) -> Vec<ChunkId> {
     let mut pending: std::collections::VecDeque<ChunkId> = ids.iter().copied().collect();
+    let mut again = Vec::new();
     let result = async {
         let mut stream = cache.upstreams.blobs(ids, max_len).await?;
         let peer = stream.peer();
@@ -340,8 +361,15 @@ async fn fetch(cache: Arc<Cache>, ids: Vec<ChunkId>, max_len: u32) {
             pending.pop_front();
             let outcome = match bytes {
                 None => (UpstreamOutcome::Missing, 0),
-                Some(bytes) => settle(&cache, peer, id, bytes).await,
+                Some(bytes) => settle(cache, peer, id, bytes).await,
             };
+            if retry
+                && outcome.0 == UpstreamOutcome::Corrupt
+                && cache.upstreams.usable_besides(peer)
+            {
+                again.push(id);
+                continue;
+            }
             cache.step(|p, now| p.handle_upstream(now, id, outcome.0, outcome.1));
         }
         Ok::<(), ota_net::client::ClientError>(())
@@ -359,6 +387,7 @@ async fn fetch(cache: Arc<Cache>, ids: Vec<ChunkId>, max_len: u32) {
             }
         });
     }
+    again
 }
 
 /// Verifies a chunk from upstream and stores it; the outcome for the policy.

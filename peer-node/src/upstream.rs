@@ -74,6 +74,18 @@ impl Upstreams {
             .or_else(|| self.slots.first())
     }
 
+    /// Whether an upstream other than `addr` is usable now (not set aside).
+    pub fn usable_besides(&self, addr: SocketAddr) -> bool {
+        let now = Instant::now();
+        self.slots.iter().any(|s| {
+            s.target.addr != addr
+                && s.benched_until
+                    .lock()
+                    .map(|b| b.is_none_or(|until| until <= now))
+                    .unwrap_or(true)
+        })
+    }
+
     /// Sets an upstream aside (it sent corrupt bytes or broke the protocol).
     pub fn blame(&self, addr: SocketAddr) {
         for slot in &self.slots {

@@ -367,6 +367,148 @@ impl Handler for DirectorHandler {
     }
 }
 
+/// A proxy in front of the real origin that corrupts blobs: it forwards metadata and blobs
+/// (one `GetBlobs` per blob) and flips a byte of the first copy it serves of every `every`-th
+/// distinct blob; later copies of the same blob are honest. A site peer configured with it as
+/// its upstream must never store or serve what it corrupted.
+pub struct CorruptingProxy {
+    server: Option<Server>,
+    runtime: Option<tokio::runtime::Runtime>,
+    /// Its QUIC address.
+    pub addr: SocketAddr,
+    /// Its certificate pin (hex).
+    pub pin: String,
+    state: Arc<ProxyState>,
+}
+
+impl std::fmt::Debug for CorruptingProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CorruptingProxy")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+struct ProxyState {
+    upstream: Client,
+    every: usize,
+    seen: Mutex<std::collections::HashSet<ChunkId>>,
+    corrupted: Mutex<Vec<ChunkId>>,
+}
+
+impl CorruptingProxy {
+    /// A proxy in front of the origin at `origin` (pinned by `pin`, hex) corrupting the first
+    /// copy of every `every`-th distinct blob.
+    pub fn start(origin: SocketAddr, pin: &str, every: usize) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        let upstream = runtime
+            .block_on(Client::connect(origin, pin.parse().expect("a pin")))
+            .expect("connect to the origin");
+        let state = Arc::new(ProxyState {
+            upstream,
+            every: every.max(1),
+            seen: Mutex::new(std::collections::HashSet::new()),
+            corrupted: Mutex::new(Vec::new()),
+        });
+        let identity = Identity::from_node_key(&NodeKey::generate()).expect("an identity");
+        let server = {
+            let _guard = runtime.enter();
+            Server::bind(
+                "127.0.0.1:0".parse().expect("an address"),
+                &identity,
+                ServerConfig::default(),
+                ProxyHandler(state.clone()),
+            )
+            .expect("bind the corrupting proxy")
+        };
+        Self {
+            addr: server.local_addr(),
+            pin: server.pin().to_string(),
+            server: Some(server),
+            runtime: Some(runtime),
+            state,
+        }
+    }
+
+    /// `ADDR=PIN`, as `ota-peer serve --upstream` takes it.
+    pub fn upstream_arg(&self) -> String {
+        format!("{}={}", self.addr, self.pin)
+    }
+
+    /// The blobs it sent corrupted, in order.
+    pub fn corrupted(&self) -> Vec<ChunkId> {
+        lock(&self.state.corrupted).clone()
+    }
+}
+
+impl Drop for CorruptingProxy {
+    fn drop(&mut self) {
+        drop(self.server.take());
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_timeout(Duration::from_millis(100));
+        }
+    }
+}
+
+struct ProxyHandler(Arc<ProxyState>);
+
+impl Handler for ProxyHandler {
+    async fn challenge(&self, _conn: &ConnInfo) -> Result<Nonce, Refusal> {
+        Err(Refusal::new(
+            Refusal::NOT_SUPPORTED,
+            "a test proxy relays nothing",
+        ))
+    }
+
+    async fn signed(
+        &self,
+        _conn: &ConnInfo,
+        _kind: SignedKind,
+        _request: SignedRequest,
+    ) -> Result<Vec<u8>, Refusal> {
+        Err(Refusal::new(
+            Refusal::NOT_SUPPORTED,
+            "a test proxy relays nothing",
+        ))
+    }
+
+    async fn metadata(&self, _conn: &ConnInfo, name: &str) -> Option<Bytes> {
+        self.0
+            .upstream
+            .metadata(name, ota_net::proto::MAX_METADATA_LEN)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    async fn blob(&self, _conn: &ConnInfo, id: &ChunkId) -> Option<Bytes> {
+        let mut blobs = self
+            .0
+            .upstream
+            .blobs(vec![*id], ota_net::proto::MAX_BLOB_LEN)
+            .await
+            .ok()?;
+        let (_, bytes) = blobs.next().await?.ok()?;
+        let bytes = bytes?;
+        let corrupt = {
+            let mut seen = lock(&self.0.seen);
+            let first = seen.insert(*id);
+            first && seen.len().is_multiple_of(self.0.every) && !bytes.is_empty()
+        };
+        if !corrupt {
+            return Some(bytes);
+        }
+        lock(&self.0.corrupted).push(*id);
+        let mut bad = bytes.to_vec();
+        bad[0] ^= 0xff;
+        Some(Bytes::from(bad))
+    }
+}
+
 /// How a [`RawPeer`] breaks the protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Breach {

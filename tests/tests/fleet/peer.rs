@@ -391,3 +391,70 @@ fn prefetch_holds_the_release_before_devices_ask_within_budget() {
     assert!(stats["prefetched"].as_u64().unwrap() > 0);
     let _ = &peer.data;
 }
+
+/// Origin → a proxy that corrupts the first copy of every fourth blob → site peer (the proxy
+/// first among its upstreams, the origin second) → three devices: the peer stores and serves
+/// none of the corrupted blobs (each one counted in `verification_failures`), sets the proxy
+/// aside and takes the blobs from the origin, and every device installs the right image
+/// without banning its source (it never received a bad chunk).
+#[test]
+fn corrupt_upstream_between_peer_and_origin_never_reaches_the_devices() {
+    use ota_tests::fake_peer::CorruptingProxy;
+    let temp = tempfile::tempdir().unwrap();
+    let fixture = OriginFixture::new(temp.path());
+    let image = publish(temp.path(), &fixture, "peer corrupt upstream", 4 << 20);
+    let served = fixture.serve();
+    let proxy = CorruptingProxy::start(served.quic, &served.pin, 4);
+    let origin = format!("{}={}", served.quic, served.pin);
+    let peer = PeerProc::start(
+        temp.path(),
+        "site",
+        &fixture,
+        &served,
+        None,
+        &[
+            "--no-prefetch",
+            "--upstream",
+            &proxy.upstream_arg(),
+            "--upstream",
+            &origin,
+        ],
+    );
+    let states: Vec<PathBuf> = (0..3)
+        .map(|i| device(temp.path(), &format!("device{i}"), &fixture, &peer))
+        .collect();
+    update_all(&states, &image);
+    for state in &states {
+        let out = std::fs::read_to_string(state.with_extension("out")).unwrap();
+        let done: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+        assert!(
+            done["banned"].as_object().is_none_or(|b| b.is_empty()),
+            "the device received a bad chunk from the peer: {done}"
+        );
+    }
+    let corrupted = proxy.corrupted();
+    assert!(!corrupted.is_empty(), "the proxy corrupted something");
+    let stats = peer.stats();
+    assert_eq!(
+        stats["verification_failures"].as_u64().unwrap(),
+        corrupted.len() as u64,
+        "each corrupted blob is caught and counted: {stats}"
+    );
+    // What the peer holds is what the origin signed: every stored chunk file hashes to its id.
+    let chunks = peer.data.join("chunks");
+    let mut checked = 0;
+    for sub in std::fs::read_dir(&chunks).unwrap() {
+        for file in std::fs::read_dir(sub.unwrap().path()).unwrap() {
+            let path = file.unwrap().path();
+            let name = path.file_name().unwrap().to_str().unwrap().to_string();
+            let bytes = std::fs::read(&path).unwrap();
+            assert_eq!(
+                ota_core::digest::ChunkId::of(&bytes).to_hex(),
+                name,
+                "a corrupt chunk was stored"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 0);
+}
