@@ -27,6 +27,11 @@ use ota_core::time::UnixTime;
 use ota_core::tuf::metadata::{Envelope, Root};
 use ota_net::proto::{ChannelBinding, SignedKind, SignedRequest};
 
+/// A connection, named by its channel binding (the TLS exporter value): unique to one TLS
+/// session, so a grant cannot pass to a later connection (quinn's connection ids may be
+/// reused once a connection is gone).
+pub type ConnKey = [u8; 32];
+
 /// Most grants held at once (each is a few dozen bytes; beyond it, the oldest connections'
 /// grants are dropped and those devices check in again).
 const MAX_GRANTS: usize = 100_000;
@@ -54,8 +59,8 @@ pub enum AccessError {
 #[derive(Debug, Default)]
 struct Grants {
     /// Connection id → (release, until).
-    by_conn: HashMap<usize, Vec<(ReleaseKey, UnixTime)>>,
-    order: std::collections::VecDeque<usize>,
+    by_conn: HashMap<ConnKey, Vec<(ReleaseKey, UnixTime)>>,
+    order: std::collections::VecDeque<ConnKey>,
 }
 
 /// The private chunks and the grants.
@@ -117,13 +122,13 @@ impl Access {
     }
 
     /// Whether a chunk may be served on connection `conn` at `now`.
-    pub fn allowed(&self, conn: usize, id: &ChunkId, now: UnixTime) -> bool {
+    pub fn allowed(&self, conn: &ConnKey, id: &ChunkId, now: UnixTime) -> bool {
         let private = lock(&self.private);
         let Some(releases) = private.get(id) else {
             return true;
         };
         let grants = lock(&self.grants);
-        grants.by_conn.get(&conn).is_some_and(|held| {
+        grants.by_conn.get(conn).is_some_and(|held| {
             held.iter()
                 .any(|(release, until)| now < *until && releases.contains(release))
         })
@@ -133,7 +138,7 @@ impl Access {
     /// offered release if the offer is good for this request. Returns the release granted.
     pub fn grant_from_answer(
         &self,
-        conn: usize,
+        conn: ConnKey,
         request: &SignedRequest,
         answer: &[u8],
         now: UnixTime,
@@ -165,7 +170,7 @@ impl Access {
     }
 
     /// Grants connection `conn` a release until `until`.
-    pub fn grant(&self, conn: usize, release: ReleaseKey, until: UnixTime) {
+    pub fn grant(&self, conn: ConnKey, release: ReleaseKey, until: UnixTime) {
         let mut grants = lock(&self.grants);
         if !grants.by_conn.contains_key(&conn) {
             grants.order.push_back(conn);
@@ -194,17 +199,23 @@ mod tests {
         let release = ReleaseKey("stable/7".into());
         access.mark_private(&release, &[secret]);
         let now = UnixTime(1_000);
-        assert!(access.allowed(1, &public, now));
-        assert!(!access.allowed(1, &secret, now));
-        access.grant(1, ReleaseKey("stable/6".into()), UnixTime(2_000));
+        assert!(access.allowed(&[1; 32], &public, now));
+        assert!(!access.allowed(&[1; 32], &secret, now));
+        access.grant([1; 32], ReleaseKey("stable/6".into()), UnixTime(2_000));
         assert!(
-            !access.allowed(1, &secret, now),
+            !access.allowed(&[1; 32], &secret, now),
             "a grant for another release"
         );
-        access.grant(1, release.clone(), UnixTime(2_000));
-        assert!(access.allowed(1, &secret, now));
-        assert!(!access.allowed(2, &secret, now), "another connection");
-        assert!(!access.allowed(1, &secret, UnixTime(2_000)), "expired");
+        access.grant([1; 32], release.clone(), UnixTime(2_000));
+        assert!(access.allowed(&[1; 32], &secret, now));
+        assert!(
+            !access.allowed(&[2; 32], &secret, now),
+            "another connection"
+        );
+        assert!(
+            !access.allowed(&[1; 32], &secret, UnixTime(2_000)),
+            "expired"
+        );
     }
 
     fn director() -> (ota_core::tuf::InMemoryKey, Vec<u8>) {
@@ -306,17 +317,27 @@ mod tests {
         let forged =
             offer([7; 32]).sign(&[&ota_core::tuf::InMemoryKey::ed25519_from_seed([1; 32])]);
         assert!(matches!(
-            access.grant_from_answer(9, &request(&here, [7; 32]), &answer(&forged), now),
+            access.grant_from_answer([9; 32], &request(&here, [7; 32]), &answer(&forged), now),
             Err(AccessError::Unsigned(_))
         ));
         let other_nonce = offer([8; 32]).sign(&[&key]);
         assert_eq!(
-            access.grant_from_answer(9, &request(&here, [7; 32]), &answer(&other_nonce), now),
+            access.grant_from_answer(
+                [9; 32],
+                &request(&here, [7; 32]),
+                &answer(&other_nonce),
+                now
+            ),
             Err(AccessError::NonceMismatch)
         );
         let good = offer([7; 32]).sign(&[&key]);
         assert_eq!(
-            access.grant_from_answer(9, &request(&here, [7; 32]), &answer(&good), UnixTime(1_600)),
+            access.grant_from_answer(
+                [9; 32],
+                &request(&here, [7; 32]),
+                &answer(&good),
+                UnixTime(1_600)
+            ),
             Err(AccessError::Expired)
         );
         let none = serde_json::to_vec(&CheckInAnswer::NoOffer {
@@ -324,20 +345,20 @@ mod tests {
         })
         .unwrap();
         assert!(matches!(
-            access.grant_from_answer(9, &request(&here, [7; 32]), &none, now),
+            access.grant_from_answer([9; 32], &request(&here, [7; 32]), &none, now),
             Err(AccessError::NoOffer(_))
         ));
         assert!(
-            !access.allowed(9, &secret, now),
+            !access.allowed(&[9; 32], &secret, now),
             "no grant from any of those"
         );
         assert_eq!(
-            access.grant_from_answer(9, &request(&here, [7; 32]), &answer(&good), now),
+            access.grant_from_answer([9; 32], &request(&here, [7; 32]), &answer(&good), now),
             Ok(ReleaseKey("stable/7".into()))
         );
-        assert!(access.allowed(9, &secret, now));
+        assert!(access.allowed(&[9; 32], &secret, now));
         assert!(
-            !access.allowed(10, &secret, now),
+            !access.allowed(&[10; 32], &secret, now),
             "only on the connection that checked in"
         );
     }

@@ -115,7 +115,7 @@ impl Handler for PeerHandler {
                 if kind == SignedKind::CheckIn {
                     match self
                         .access
-                        .grant_from_answer(conn.id, &request, &body, unix_now())
+                        .grant_from_answer(conn.binding.0, &request, &body, unix_now())
                     {
                         Ok(release) => {
                             Metrics::inc(&self.metrics.access_granted);
@@ -137,7 +137,7 @@ impl Handler for PeerHandler {
     }
 
     async fn blob(&self, conn: &ConnInfo, id: &ChunkId) -> Option<Bytes> {
-        if !self.access.allowed(conn.id, id, unix_now()) {
+        if !self.access.allowed(&conn.binding.0, id, unix_now()) {
             Metrics::inc(&self.metrics.private_refused);
             info!(remote = %conn.remote, %id, "private chunk refused: no grant on this connection");
             return None;
