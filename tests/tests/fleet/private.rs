@@ -95,9 +95,10 @@ impl PeerProc {
     }
 }
 
-/// A device whose origin is the peer, enrolled on `stable`.
-fn device(dir: &Path, fixture: &OriginFixture, peer: &PeerProc) -> PathBuf {
-    let state = dir.join("device");
+/// A device whose origin is `quic` (the peer's or the origin's address) with `pin`,
+/// enrolled on `stable`.
+fn device(dir: &Path, name: &str, fixture: &OriginFixture, quic: &str, pin: &str) -> PathBuf {
+    let state = dir.join(name);
     let out = run(
         &bin("ota-device"),
         &[
@@ -109,9 +110,9 @@ fn device(dir: &Path, fixture: &OriginFixture, peer: &PeerProc) -> PathBuf {
             "--director-root",
             fixture.director_root.to_str().unwrap(),
             "--origin",
-            &peer.quic,
+            quic,
             "--origin-pin",
-            &peer.pin,
+            pin,
         ],
     );
     assert!(
@@ -177,25 +178,39 @@ fn a_private_release_installs_through_the_peer_and_nobody_else_gets_its_chunks()
 
     let origin = fixture.serve_with(&["--admin", "127.0.0.1:0"]);
     let peer = start_peer(dir, &fixture, &origin);
-    let state = device(dir, &fixture, &peer);
+    let through_peer = device(dir, "through-peer", &fixture, &peer.quic, &peer.pin);
+    let direct = device(
+        dir,
+        "direct",
+        &fixture,
+        &origin.quic.to_string(),
+        &origin.pin,
+    );
 
-    // The device installs through the peer: its check-in, relayed by the peer on the
-    // device's connection, grants that connection (at the peer) and the peer's connection
-    // (at the origin) the release.
-    let out = run(
-        &bin("ota-device"),
-        &["update", "--state", state.to_str().unwrap(), "--json"],
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let done: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-    assert_eq!(done["outcome"], "installed", "{done}");
-    let installed = std::fs::read(state.join("slots").join("B").join("system.img")).unwrap();
-    assert!(installed == image, "wrong image installed");
+    // A device installs through the peer: its check-in, relayed by the peer on the device's
+    // connection, grants that connection (at the peer) and the peer's connection (at the
+    // origin) the release. Another talks to the origin directly and fetches on the connection
+    // it checked in on.
+    for state in [&through_peer, &direct] {
+        let out = run(
+            &bin("ota-device"),
+            &["update", "--state", state.to_str().unwrap(), "--json"],
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}\n{stdout}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let done: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+        assert_eq!(done["outcome"], "installed", "{done}");
+        let installed = std::fs::read(state.join("slots").join("B").join("system.img")).unwrap();
+        assert!(
+            installed == image,
+            "{}: wrong image installed",
+            state.display()
+        );
+    }
     assert!(peer.stat("access_granted") >= 1);
 
     // The attacker, on connections of its own: Missing everywhere, though the peer holds the
