@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ota_core::chunk::{ChunkingParams, CutChunk, Ingest};
+use ota_tests::netns::{self, Netns};
 use ota_tests::{
     OriginFixture, Proc, Served, bin, http_get, metric, run, run_ok, test_image, wait_ready,
 };
@@ -54,6 +55,20 @@ impl PeerProc {
         upstream: Option<&Self>,
         extra: &[&str],
     ) -> Self {
+        Self::start_in(None, dir, name, fixture, origin, upstream, extra)
+    }
+
+    /// [`Self::start`] inside the network namespace `netns` when given (its metrics are then
+    /// out of the test's reach).
+    fn start_in(
+        netns: Option<&Netns>,
+        dir: &Path,
+        name: &str,
+        fixture: &OriginFixture,
+        origin: &Served,
+        upstream: Option<&Self>,
+        extra: &[&str],
+    ) -> Self {
         let data = dir.join(name);
         let printed = run_ok(&bin("ota-peer"), &["pin", "--data", data.to_str().unwrap()]);
         let public = printed
@@ -72,15 +87,18 @@ impl PeerProc {
             name,
         ]);
         let ready = dir.join(format!("{name}.ready.json"));
-        let mut command = Command::new(bin("ota-peer"));
+        let mut command = match netns {
+            Some(ns) => ns.command(&bin("ota-peer")),
+            None => Command::new(bin("ota-peer")),
+        };
+        // In a namespace, on every interface: the LAN's devices reach it there.
+        let listen = if netns.is_some() {
+            "0.0.0.0:0"
+        } else {
+            "127.0.0.1:0"
+        };
         command
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics",
-                "127.0.0.1:0",
-            ])
+            .args(["serve", "--listen", listen, "--metrics", "127.0.0.1:0"])
             .args(["--data", data.to_str().unwrap()])
             .args([
                 "--origin",
@@ -457,4 +475,179 @@ fn corrupt_upstream_between_peer_and_origin_never_reaches_the_devices() {
         }
     }
     assert!(checked > 0);
+}
+
+/// `ota-origin serve` inside `ns` (on the namespace's loopback).
+fn origin_in(ns: &Netns, fixture: &OriginFixture) -> Served {
+    let ready = fixture.data.join("ready.json");
+    let _ = std::fs::remove_file(&ready);
+    let mut command = ns.command(&bin("ota-origin"));
+    command
+        .args(["serve", "--data", fixture.data_str()])
+        .args(["--listen", "127.0.0.1:0"])
+        .arg("--ready-file")
+        .arg(&ready)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut proc = Proc::spawn("ota-origin serve (namespace)", &mut command);
+    let ready = wait_ready(&mut proc, &ready);
+    Served {
+        quic: ready["quic"].as_str().unwrap().parse().unwrap(),
+        pin: ready["pin"].as_str().unwrap().to_string(),
+        http: None,
+        ready,
+        proc,
+    }
+}
+
+/// A device whose origin is the origin itself (no peer configured), enrolled on `stable`.
+fn plain_device(dir: &Path, fixture: &OriginFixture, origin: &Served) -> PathBuf {
+    let state = dir.join("device");
+    let out = run_ok(
+        &bin("ota-device"),
+        &[
+            "init",
+            "--state",
+            state.to_str().unwrap(),
+            "--root",
+            fixture.root.to_str().unwrap(),
+            "--director-root",
+            fixture.director_root.to_str().unwrap(),
+            "--origin",
+            &origin.quic.to_string(),
+            "--origin-pin",
+            &origin.pin,
+        ],
+    );
+    let handle = fixture.enroll(out.trim(), "stable");
+    run_ok(
+        &bin("ota-device"),
+        &[
+            "enrolled",
+            "--state",
+            state.to_str().unwrap(),
+            "--handle",
+            &handle,
+        ],
+    );
+    state
+}
+
+/// Runs `ota-device update --json ARGS` (inside `ns` when given); the final report.
+fn update_report(ns: Option<&Netns>, state: &Path, args: &[&str]) -> Value {
+    let mut command = match ns {
+        Some(ns) => ns.command(&bin("ota-device")),
+        None => Command::new(bin("ota-device")),
+    };
+    command
+        .args(["update", "--state", state.to_str().unwrap(), "--json"])
+        .args(args)
+        .stdout(std::fs::File::create(state.with_extension("out")).unwrap())
+        .stderr(std::fs::File::create(state.with_extension("err")).unwrap());
+    let status = Proc::spawn("ota-device update", &mut command).wait_for(Duration::from_secs(240));
+    let out = std::fs::read_to_string(state.with_extension("out")).unwrap();
+    let err = std::fs::read_to_string(state.with_extension("err")).unwrap();
+    assert!(status.success(), "{status}\n{err}\n{out}");
+    serde_json::from_str(out.lines().last().unwrap()).unwrap()
+}
+
+/// The bytes a device's report says came from discovered LAN caches.
+fn discovered_bytes(report: &Value) -> u64 {
+    report["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| {
+            s["kind"] == "lan_peer" && s["name"].as_str().unwrap_or("").ends_with("(discovered)")
+        })
+        .map(|s| s["bytes"].as_u64().unwrap_or(0))
+        .sum()
+}
+
+/// A device with no peer configured finds the site's `ota-peer` by libp2p mDNS and takes the
+/// release from it. mDNS is multicast, so the origin, the peer and the device run inside a
+/// network namespace of the test's own with a veth pair for a LAN; where namespaces cannot be
+/// made, the test says so and checks static discovery (a bootstrap address) instead.
+#[test]
+fn devices_find_the_peer_by_mdns_with_no_configuration() {
+    let test = "devices_find_the_peer_by_mdns_with_no_configuration";
+    let temp = tempfile::tempdir().unwrap();
+    let fixture = OriginFixture::new(temp.path());
+    let image = publish(temp.path(), &fixture, "peer mdns", 3 << 20);
+    if let Some(why) = netns::unavailable() {
+        assert!(
+            std::env::var_os("OTA_REQUIRE_NETNS").is_none(),
+            "{test}: OTA_REQUIRE_NETNS is set but network namespaces are unusable: {why}"
+        );
+        eprintln!(
+            "{test}: mDNS NOT TESTED on this host: network namespaces are unusable ({why}); \
+             checking static discovery (a bootstrap address) instead"
+        );
+        let served = fixture.serve();
+        let peer = PeerProc::start_in(
+            None,
+            temp.path(),
+            "site",
+            &fixture,
+            &served,
+            None,
+            &["--no-prefetch", "--discovery", "127.0.0.1:0", "--no-mdns"],
+        );
+        let ready: Value = serde_json::from_str(
+            &std::fs::read_to_string(temp.path().join("site.ready.json")).unwrap(),
+        )
+        .unwrap();
+        let node = ready["discovery"][0].as_str().unwrap().to_string();
+        let state = plain_device(temp.path(), &fixture, &served);
+        let report = update_report(
+            None,
+            &state,
+            &["--bootstrap", &node, "--discover-wait-ms", "15000"],
+        );
+        assert_eq!(report["outcome"], "installed", "{report}");
+        assert!(discovered_bytes(&report) > 0, "{report}");
+        drop(peer);
+        return;
+    }
+    let ns = Netns::new("mdns").unwrap();
+    // A LAN: a veth pair whose two ends are both in the namespace (multicast goes out of one
+    // and in at the other, and never leaves the namespace).
+    ns.ip(&[
+        "link", "add", "lan0", "type", "veth", "peer", "name", "lan1",
+    ])
+    .unwrap();
+    ns.ip(&["addr", "add", "10.204.0.1/24", "dev", "lan0"])
+        .unwrap();
+    ns.ip(&["addr", "add", "10.204.0.2/24", "dev", "lan1"])
+        .unwrap();
+    ns.ip(&["link", "set", "lan0", "up"]).unwrap();
+    ns.ip(&["link", "set", "lan1", "up"]).unwrap();
+    let served = origin_in(&ns, &fixture);
+    let peer = PeerProc::start_in(
+        Some(&ns),
+        temp.path(),
+        "site",
+        &fixture,
+        &served,
+        None,
+        &["--no-prefetch", "--discovery", "0.0.0.0:0"],
+    );
+    let state = plain_device(temp.path(), &fixture, &served);
+    // No --peer, no --bootstrap: mDNS only.
+    let report = update_report(
+        Some(&ns),
+        &state,
+        &["--discover", "--discover-wait-ms", "15000"],
+    );
+    assert_eq!(report["outcome"], "installed", "{report}");
+    let installed = std::fs::read(state.join("slots").join("B").join("system.img")).unwrap();
+    assert!(installed == image, "wrong image");
+    let from_peer = discovered_bytes(&report);
+    println!("mDNS: the device found the peer and took {from_peer} bytes from it: {report}");
+    assert!(
+        from_peer > image.len() as u64 / 2,
+        "most bytes came from the peer found by mDNS: {report}"
+    );
+    drop(peer);
+    drop(served);
 }
