@@ -426,3 +426,103 @@ async fn private_chunks_only_on_the_connection_that_earned_an_offer() {
         ]
     );
 }
+
+/// The grant store itself, over a real catalog: a grant ends when the offer expires, holds on
+/// its own connection only, for the release it names; private content recorded after the
+/// origin first read it is gated within `REFRESH_EVERY`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_expire_and_new_private_releases_are_seen() {
+    use ota_core::rollout::HealthPolicy;
+    use ota_core::time::UnixTime;
+    use ota_core::tuf::enigm::{Channel, ReleaseNumber};
+    use ota_origin::access::{BlobAccess, PrivateAccess, REFRESH_EVERY};
+    use ota_origin::store::{BlobRecord, Catalog, NewRelease, PrivateMarks};
+
+    let temp = tempfile::tempdir().unwrap();
+    let catalog = Catalog::open(temp.path().join("catalog.sqlite").to_str().unwrap())
+        .await
+        .unwrap();
+    let release = |number: u64| NewRelease {
+        channel: Channel("stable".into()),
+        number: ReleaseNumber(number),
+        version: format!("2026.11.{number}"),
+        security: false,
+        models: vec!["enigm-one".into()],
+        min_installed: None,
+        manifest_target: format!("releases/stable/{number}.json"),
+        health: HealthPolicy {
+            max_failure_basis_points: 500,
+            min_sample: 20,
+        },
+    };
+    let secret = ChunkId::of(b"secret chunk");
+    let later = ChunkId::of(b"later secret chunk");
+    let record = |id: ChunkId| BlobRecord { id, length: 12 };
+    catalog
+        .insert_release_marked(
+            &release(1),
+            &[],
+            &[record(secret)],
+            &PrivateMarks {
+                targets: vec![],
+                blobs: vec![secret],
+            },
+            UnixTime(1_000),
+        )
+        .await
+        .unwrap();
+    let access = PrivateAccess::default();
+    let (mine, other) = ([1u8; 32], [2u8; 32]);
+    let at = UnixTime(2_000);
+    let key = |n: u64| (Channel("stable".into()), ReleaseNumber(n));
+    assert_eq!(
+        access.blob(&catalog, &mine, &secret, at).await.unwrap(),
+        BlobAccess::Refused(None)
+    );
+    let handle = DeviceHandle([9; 32]);
+    access.grant(mine, handle, key(1), UnixTime(2_900));
+    assert_eq!(
+        access.blob(&catalog, &mine, &secret, at).await.unwrap(),
+        BlobAccess::Granted
+    );
+    assert_eq!(
+        access.blob(&catalog, &other, &secret, at).await.unwrap(),
+        BlobAccess::Refused(None),
+        "another connection"
+    );
+    assert_eq!(
+        access
+            .blob(&catalog, &mine, &secret, UnixTime(2_900))
+            .await
+            .unwrap(),
+        BlobAccess::Refused(Some(handle)),
+        "the offer expired"
+    );
+    // Release 2 marks another chunk private while the origin serves: gated once re-read.
+    catalog
+        .insert_release_marked(
+            &release(2),
+            &[],
+            &[record(later)],
+            &PrivateMarks {
+                targets: vec![],
+                blobs: vec![later],
+            },
+            UnixTime(1_000),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(REFRESH_EVERY + std::time::Duration::from_millis(50)).await;
+    assert_eq!(
+        access.blob(&catalog, &mine, &later, at).await.unwrap(),
+        BlobAccess::Refused(Some(handle)),
+        "a grant for release 1 does not open release 2"
+    );
+    access.grant(mine, handle, key(2), UnixTime(2_900));
+    assert_eq!(
+        access.blob(&catalog, &mine, &later, at).await.unwrap(),
+        BlobAccess::Granted
+    );
+    assert!(access.has_private_content(&catalog, &key(2)).await.unwrap());
+    assert!(!access.has_private_content(&catalog, &key(3)).await.unwrap());
+}
