@@ -190,12 +190,24 @@ fn a_private_release_installs_through_the_peer_and_nobody_else_gets_its_chunks()
     // A device installs through the peer: its check-in, relayed by the peer on the device's
     // connection, grants that connection (at the peer) and the peer's connection (at the
     // origin) the release. Another talks to the origin directly and fetches on the connection
-    // it checked in on.
-    for state in [&through_peer, &direct] {
+    // it checked in on; the peer, given to it as a LAN peer it did not check in through,
+    // refuses it the private chunks (though it holds them by then) and the origin serves them.
+    let lan_peer = format!("{}={}", peer.quic, peer.pin);
+    let mut refused_to_direct = 0;
+    for (state, extra) in [
+        (&through_peer, &[][..]),
+        (&direct, &["--peer", &lan_peer][..]),
+    ] {
+        let before = peer.stat("private_refused");
         let out = run(
             &bin("ota-device"),
-            &["update", "--state", state.to_str().unwrap(), "--json"],
+            &[
+                &["update", "--state", state.to_str().unwrap(), "--json"][..],
+                extra,
+            ]
+            .concat(),
         );
+        refused_to_direct = peer.stat("private_refused") - before;
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
@@ -212,6 +224,10 @@ fn a_private_release_installs_through_the_peer_and_nobody_else_gets_its_chunks()
         );
     }
     assert!(peer.stat("access_granted") >= 1);
+    assert!(
+        refused_to_direct > 0,
+        "the LAN peer served private chunks to a device that did not check in through it"
+    );
 
     // The attacker, on connections of its own: Missing everywhere, though the peer holds the
     // chunks (it served them to the device).
