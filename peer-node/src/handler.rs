@@ -53,12 +53,7 @@ fn unavailable(what: &str, error: &dyn std::fmt::Display) -> Refusal {
 
 impl Handler for PeerHandler {
     async fn challenge(&self, conn: &ConnInfo) -> Result<Nonce, Refusal> {
-        let client = self
-            .origin
-            .client()
-            .await
-            .map_err(|e| unavailable("relay a challenge", &e))?;
-        let nonce = match client.challenge().await {
+        let nonce = match self.origin.challenge().await {
             Ok(nonce) => nonce,
             Err(e) => {
                 Metrics::inc(&self.metrics.relay_failures);
@@ -92,12 +87,8 @@ impl Handler for PeerHandler {
                 "the signature does not verify over this connection",
             ));
         }
-        let client = self
+        let answer = match self
             .origin
-            .client()
-            .await
-            .map_err(|e| unavailable("relay a request", &e))?;
-        let answer = match client
             .relayed(&self.node_key, kind, conn.binding, request.clone())
             .await
         {

@@ -170,6 +170,30 @@ impl Upstreams {
         .await
     }
 
+    /// A challenge from the preferred upstream (the origin, for relays); a connection that
+    /// died (a restarted origin resets it) is replaced once.
+    pub async fn challenge(&self) -> Result<ota_net::proto::Nonce, ClientError> {
+        self.with_retry(|c| async move { c.challenge().await })
+            .await
+    }
+
+    /// Relays a device's signed request; a connection found dead is replaced once. A request
+    /// the origin did get before the connection died is refused on the retry (its nonce is
+    /// spent), so nothing is done twice.
+    pub async fn relayed(
+        &self,
+        relay: &ota_net::quic::NodeKey,
+        kind: ota_net::proto::SignedKind,
+        device_binding: ota_net::proto::ChannelBinding,
+        request: ota_net::proto::SignedRequest,
+    ) -> Result<ota_net::client::Answer, ClientError> {
+        self.with_retry(|c| {
+            let request = request.clone();
+            async move { c.relayed(relay, kind, device_binding, request).await }
+        })
+        .await
+    }
+
     /// Fetches a metadata file.
     pub async fn metadata(&self, name: &str, max_len: u32) -> Result<Option<Bytes>, ClientError> {
         self.with_retry(|c| async move { c.metadata(name, max_len).await })

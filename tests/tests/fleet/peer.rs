@@ -479,17 +479,25 @@ fn corrupt_upstream_between_peer_and_origin_never_reaches_the_devices() {
 
 /// `ota-origin serve` inside `ns` (on the namespace's loopback).
 fn origin_in(ns: &Netns, fixture: &OriginFixture) -> Served {
+    origin_at(Some(ns), fixture, "127.0.0.1:0")
+}
+
+/// `ota-origin serve` listening on `listen`, inside `ns` when given.
+fn origin_at(ns: Option<&Netns>, fixture: &OriginFixture, listen: &str) -> Served {
     let ready = fixture.data.join("ready.json");
     let _ = std::fs::remove_file(&ready);
-    let mut command = ns.command(&bin("ota-origin"));
+    let mut command = match ns {
+        Some(ns) => ns.command(&bin("ota-origin")),
+        None => Command::new(bin("ota-origin")),
+    };
     command
         .args(["serve", "--data", fixture.data_str()])
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", listen])
         .arg("--ready-file")
         .arg(&ready)
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let mut proc = Proc::spawn("ota-origin serve (namespace)", &mut command);
+    let mut proc = Proc::spawn("ota-origin serve", &mut command);
     let ready = wait_ready(&mut proc, &ready);
     Served {
         quic: ready["quic"].as_str().unwrap().parse().unwrap(),
@@ -648,6 +656,75 @@ fn devices_find_the_peer_by_mdns_with_no_configuration() {
         from_peer > image.len() as u64 / 2,
         "most bytes came from the peer found by mDNS: {report}"
     );
+    drop(peer);
+    drop(served);
+}
+
+/// `ota-origin` killed and restarted on its address answers the connections it lost with a
+/// stateless reset (its secret kept in `keys/quic-reset.key`), so a client's open connection
+/// fails at once with `Reset` and a new one is served; a site peer whose upstream connection
+/// died that way serves the next device from the restarted origin.
+#[test]
+fn restarted_origin_resets_the_connections_it_lost() {
+    use ota_net::client::{ClientError, Connector};
+    let temp = tempfile::tempdir().unwrap();
+    let fixture = OriginFixture::new(temp.path());
+    let image = publish(temp.path(), &fixture, "origin restart", 1 << 20);
+    let mut served = origin_at(None, &fixture, "127.0.0.1:0");
+    let secret = fixture.data.join("keys").join("quic-reset.key");
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let meta = std::fs::metadata(&secret).unwrap();
+        assert_eq!(meta.len(), 32);
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    }
+    let kept = std::fs::read(&secret).unwrap();
+    let peer = PeerProc::start(
+        temp.path(),
+        "site",
+        &fixture,
+        &served,
+        None,
+        &["--no-prefetch"],
+    );
+    let first = device(temp.path(), "device0", &fixture, &peer);
+    update_all(std::slice::from_ref(&first), &image);
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let pin = served.pin.parse().unwrap();
+    let addr = served.quic;
+    let old = rt.block_on(async {
+        let connector =
+            Connector::bind("127.0.0.1:0".parse().unwrap(), Default::default()).unwrap();
+        let client = connector.connect(addr, pin).await.unwrap();
+        client
+            .metadata("timestamp.json", 1 << 20)
+            .await
+            .unwrap()
+            .unwrap();
+        client
+    });
+    served.proc.kill();
+    let served = origin_at(None, &fixture, &addr.to_string());
+    assert_eq!(served.quic, addr);
+    assert_eq!(std::fs::read(&secret).unwrap(), kept, "the secret is kept");
+    rt.block_on(async {
+        match old.metadata("timestamp.json", 1 << 20).await {
+            Err(ClientError::Connection {
+                source: quinn::ConnectionError::Reset,
+                ..
+            }) => {}
+            other => panic!("expected a stateless reset, got {other:?}"),
+        }
+    });
+    // The peer's upstream connection died with the origin: the next device is served through
+    // it from the restarted origin.
+    let second = device(temp.path(), "device1", &fixture, &peer);
+    update_all(std::slice::from_ref(&second), &image);
     drop(peer);
     drop(served);
 }
