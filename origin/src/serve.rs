@@ -176,7 +176,7 @@ impl OriginHandler {
         match kind {
             SignedKind::CheckIn => {
                 Metrics::inc(&origin.metrics.checkins);
-                let checked = director::check_in(
+                let mut checked = director::check_in(
                     origin,
                     device,
                     request.nonce.0,
@@ -187,15 +187,24 @@ impl OriginHandler {
                 .await
                 .map_err(refused)?;
                 tracing::info!(target: "origin.serve", handle = %device.handle, offer = checked.offered.is_some(), "check-in");
-                if let Some((channel, number, until)) = &checked.offered {
-                    self.grant_private(
-                        conn,
-                        device,
-                        (channel.clone(), *number),
-                        *until,
-                        checked.attestation,
-                    )
-                    .await;
+                if let Some((channel, number, until)) = &checked.offered
+                    && let Err(reason) = self
+                        .grant_private(
+                            conn,
+                            device,
+                            (channel.clone(), *number),
+                            *until,
+                            checked.attestation,
+                        )
+                        .await
+                {
+                    // The release has private content the device may not have: no offer (a
+                    // peer would grant on the offer, and could not tell).
+                    origin
+                        .metrics
+                        .offers
+                        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                    checked.answer = ota_core::director::CheckInAnswer::NoOffer { reason };
                 }
                 serde_json::to_vec(&checked.answer)
                     .map_err(|_| refused(RequestRefusal::Unavailable))
@@ -216,7 +225,7 @@ impl OriginHandler {
 impl OriginHandler {
     /// Grants this connection (the device's own, or the relaying peer's) the private content
     /// of the release just offered, when the channel's attestation policy for private content
-    /// allows (see `crate::access`).
+    /// allows (see `crate::access`). When it does not, the reason the offer must be withdrawn.
     async fn grant_private(
         &self,
         conn: &ConnInfo,
@@ -224,7 +233,7 @@ impl OriginHandler {
         release: ReleaseKey,
         until: UnixTime,
         attestation: Option<AttestationOutcome>,
-    ) {
+    ) -> Result<(), String> {
         let origin = &self.origin;
         match origin
             .access
@@ -232,10 +241,11 @@ impl OriginHandler {
             .await
         {
             Ok(true) => {}
-            Ok(false) => return,
+            Ok(false) => return Ok(()),
             Err(error) => {
+                // No grant: the private chunks stay refused (fail closed).
                 tracing::error!(target: "origin.serve", %error, "private content unknown; no grant");
-                return;
+                return Ok(());
             }
         }
         let mode = origin
@@ -245,10 +255,17 @@ impl OriginHandler {
                 a.mode(Action::PrivateContent, &release.0)
             });
         match attestation_gate(mode, attestation) {
-            Gate::Refuse(_) => {
+            Gate::Refuse(reason) => {
                 Metrics::inc(&origin.metrics.private_grants_refused);
-                tracing::info!(target: "origin.serve", handle = %device.handle, "no private-content grant: the channel requires a passed attestation");
-                return;
+                tracing::info!(target: "origin.serve", handle = %device.handle, "no offer: private content requires a passed attestation");
+                let failed = if attestation == Some(AttestationOutcome::Failed) {
+                    "the attestation in this check-in failed"
+                } else {
+                    reason.name()
+                };
+                return Err(format!(
+                    "private content requires a passed attestation: {failed}"
+                ));
             }
             Gate::PassCounted(_) => {
                 Metrics::inc(&origin.metrics.attestations_preferred_missed);
@@ -258,6 +275,7 @@ impl OriginHandler {
         origin
             .access
             .grant(conn.binding.0, device.handle, release, until);
+        Ok(())
     }
 }
 

@@ -295,10 +295,31 @@ async fn private_chunks_only_on_the_connection_that_earned_an_offer() {
         "a device offered a different release"
     );
 
-    // vault requires a passed attestation for private content: offered without one (its
-    // check-in policy is off), but the chunks stay Missing; with one, served.
+    // vault requires a passed attestation for private content: without one, no offer of a
+    // release with private content (its check-in policy is off, so the reason is this one)
+    // and the chunks stay Missing; with one, offered and served.
     let unattested = connect(&served).await;
-    assert!(check_in_on(&unattested, &plain, check_in_body(None)).await);
+    let nonce = unattested.challenge().await.unwrap();
+    let request = plain.sign(
+        &unattested,
+        SignedKind::CheckIn,
+        nonce,
+        now(),
+        check_in_body(None),
+    );
+    match unattested
+        .signed(SignedKind::CheckIn, request)
+        .await
+        .unwrap()
+    {
+        Answer::Signed(body) => assert_eq!(
+            serde_json::from_slice::<CheckInAnswer>(&body).unwrap(),
+            CheckInAnswer::NoOffer {
+                reason: "private content requires a passed attestation: eligibility_failure".into()
+            }
+        ),
+        Answer::Refused(refusal) => panic!("check-in refused: {refusal}"),
+    }
     assert_eq!(
         fetch(&unattested, &vault_ids).await,
         (0, vault_ids.len()),
