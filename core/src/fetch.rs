@@ -21,6 +21,22 @@
 //! the bytes queued ahead of the chunk at that source when it was asked: a source sends its
 //! requests in order, so a deep queue at a busy cache is not a slow cache.
 //!
+//! - **Patience with a LAN source that still delivers.** A LAN peer usually fills its cache
+//!   through the site's uplink, one upstream fetch per chunk for all its devices; when that
+//!   uplink is the bottleneck, its requests run late however deep the queue was, and a
+//!   mirror or the origin would be reached over the same uplink, at best as fast. So a
+//!   request past its deadline at a healthy LAN source is *held*, not overdue, while that
+//!   source has delivered verified bytes (on any request) within `timeout_floor`, when
+//!   the chunk's only other sources are mirrors or the origin, unless one of them is
+//!   measured `faster_factor` times faster than the LAN source. With none measured yet, the
+//!   longest-held chunk is also asked of the best mirror or origin (one copy, only while no
+//!   mirror or origin has a measured rate or a request in flight, at most one per
+//!   `slow_factor × timeout_floor`), whose answer measures it even when the LAN copy won. A held
+//!   request strikes nothing. The LAN source still loses its chunks when it fails (`Missing`,
+//!   lost, corrupt) or truly stalls (nothing delivered for `timeout_floor`), and a slow LAN
+//!   source (one that goes overdue while a faster mirror or origin is measured) strikes as
+//!   below. Where another LAN source (or the local slot) may provide the chunk, switching
+//!   costs no uplink and the deadline alone rules.
 //! - **Stalls strike once.** The requests that go overdue at one source in one stall count as
 //!   one strike, however many there are. A stall that goes on (nothing delivered) strikes
 //!   again every `timeout_floor`, so a silent source still loses its tier.
@@ -38,7 +54,9 @@
 //!   for the rest of the update and named in the [`Report`].
 //!
 //! In the endgame (nothing left to hand out, sources idle) chunks still in flight are
-//! duplicated to idle sources of the same or a better tier, and the first verified copy wins.
+//! duplicated to idle sources of the same or a better tier, and the first verified copy wins:
+//! a chunk held at a LAN source goes to a mirror or the origin only once that source is
+//! measured faster (above).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
@@ -92,6 +110,9 @@ pub struct Config {
     pub max_strikes: u32,
     /// Most sources asked for one chunk at once (endgame and timeouts).
     pub max_copies: usize,
+    /// A chunk leaves a LAN source that is still delivering for a mirror or the origin only
+    /// when that source is measured at least this many times faster (see the module docs).
+    pub faster_factor: u64,
 }
 
 impl Default for Config {
@@ -103,6 +124,7 @@ impl Default for Config {
             slow_factor: 4,
             max_strikes: 3,
             max_copies: 2,
+            faster_factor: 2,
         }
     }
 }
@@ -229,6 +251,9 @@ struct Source {
     window_bytes: u64,
     window_ms: u64,
     last_arrival: Option<Millis>,
+    /// When it last sent verified bytes (also a copy another source sent first): a LAN
+    /// source is still delivering within `timeout_floor` of it.
+    last_delivery: Option<Millis>,
     bytes: u64,
     chunks: u64,
     /// Chunks that list this source in `passed_over` (they only ever grow).
@@ -263,6 +288,11 @@ impl Source {
             SourceKind::Origin => 3,
         };
         if self.slow() { base + 4 } else { base }
+    }
+
+    /// A mirror or the origin: reached over the site's uplink.
+    fn wan(&self) -> bool {
+        matches!(self.kind, SourceKind::HttpMirror | SourceKind::Origin)
     }
 
     fn may_hold(&self, id: &ChunkId) -> bool {
@@ -358,6 +388,12 @@ pub struct Scheduler {
     actions: VecDeque<Action>,
     remaining: usize,
     duplicate_bytes: u64,
+    /// The last copy asked of a mirror or the origin to measure it (`probe_target`): the
+    /// source, the chunk and when. Its answer measures the source even when it comes after
+    /// another copy was verified (the request was cancelled).
+    probe: Option<(usize, usize, Millis)>,
+    /// No new measuring copy before this.
+    next_probe: Millis,
     started: bool,
     finished: bool,
 }
@@ -398,6 +434,8 @@ impl Scheduler {
             actions: VecDeque::new(),
             remaining,
             duplicate_bytes: 0,
+            probe: None,
+            next_probe: Millis(0),
             started: false,
             finished: false,
         }
@@ -440,6 +478,7 @@ impl Scheduler {
             window_bytes: 0,
             window_ms: 0,
             last_arrival: None,
+            last_delivery: None,
             bytes: 0,
             chunks: 0,
             passed: 0,
@@ -467,13 +506,14 @@ impl Scheduler {
         let requests = self
             .sources
             .iter()
-            .filter(|s| s.usable())
-            .flat_map(|s| {
+            .enumerate()
+            .filter(|(_, s)| s.usable())
+            .flat_map(|(i, s)| {
                 s.in_flight
                     .iter()
                     // A request already judged overdue has no deadline left.
                     .filter(|(c, _)| !self.chunks[**c].passed_over.contains(&s.id))
-                    .map(|(&c, &asked)| s.deadline(asked, self.chunks[c].need.len, &self.config))
+                    .map(move |(&c, &asked)| self.wake_at(i, c, asked))
             })
             .min();
         let sources = self
@@ -508,6 +548,14 @@ impl Scheduler {
             return;
         }
         let asked = self.sources[s].in_flight.remove(&c);
+        // The answer to a measuring copy measures its source, cancelled or not.
+        let probed = match self.probe {
+            Some((ps, pc, at)) if ps == s && pc == c => {
+                self.probe = None;
+                Some(at)
+            }
+            _ => None,
+        };
         self.chunks[c].holders.retain(|h| *h != source);
         let len = u64::from(self.chunks[c].need.len);
         match outcome {
@@ -517,6 +565,7 @@ impl Scheduler {
                 // It delivers: any stall is over, it is reachable, and on time it earns a
                 // strike back.
                 src.stall = None;
+                src.last_delivery = Some(now);
                 src.losses = 0;
                 src.probing = false;
                 src.backoff_until = None;
@@ -528,7 +577,7 @@ impl Scheduler {
                     // upstream is over): back at its tier on probation.
                     src.strikes = src.strikes.min(self.config.max_strikes.saturating_sub(1));
                 }
-                if let Some(asked) = asked.map(|a| a.at) {
+                if let Some(asked) = asked.map(|a| a.at).or(probed) {
                     let start = src.last_arrival.map_or(asked, |l| l.max(asked));
                     let elapsed = now.0.saturating_sub(start.0).max(1);
                     src.window_bytes = src.window_bytes - src.window_bytes / 8 + len;
@@ -614,22 +663,30 @@ impl Scheduler {
             }
         }
         let mut overdue = Vec::new();
+        // Past their deadline, but waiting for a LAN source that still delivers.
+        let mut held = Vec::new();
         for (s, source) in self.sources.iter().enumerate() {
             if !source.usable() {
                 continue;
             }
             for (&c, &asked) in &source.in_flight {
                 let chunk = &self.chunks[c];
-                if now >= source.deadline(asked, chunk.need.len, &self.config)
-                    && !chunk.passed_over.contains(&source.id)
+                if chunk.passed_over.contains(&source.id)
+                    || now < source.deadline(asked, chunk.need.len, &self.config)
                 {
+                    continue;
+                }
+                if now >= self.overdue_at(s, c, asked) {
                     overdue.push((s, c));
+                } else {
+                    held.push((asked.at, c));
                 }
             }
         }
         // In_flight is a HashMap: sort, so that the order (and so the run) does not depend on
         // the hasher's seed.
         overdue.sort_unstable();
+        held.sort_unstable();
         let mut stalled = vec![false; self.sources.len()];
         for (s, c) in overdue {
             // The request stays open (the bytes may still come), but the chunk is also asked
@@ -660,6 +717,17 @@ impl Scheduler {
             if (stalled && !counted) || silent {
                 self.strike(s, now);
             }
+        }
+        // Held chunks wait for their LAN source unless a mirror or the origin is measured
+        // faster: with none measured yet, one copy of the longest-waiting one measures it.
+        if let Some(&(_, c)) = held.first()
+            && now >= self.next_probe
+            && !self.chunks[c].done
+            && let Some(w) = self.probe_target(c)
+        {
+            self.probe = Some((w, c, now));
+            self.next_probe = Millis(now.0.saturating_add(self.probe_interval()));
+            self.request(w, vec![c], now);
         }
         self.schedule(now);
     }
@@ -886,23 +954,7 @@ impl Scheduler {
             if batch.is_empty() {
                 continue;
             }
-            let source_id = self.sources[s].id;
-            let mut ahead = self.sources[s].queued_bytes(&self.chunks);
-            let ids = batch
-                .iter()
-                .map(|&c| {
-                    self.chunks[c].holders.push(source_id);
-                    self.sources[s]
-                        .in_flight
-                        .insert(c, Asked { at: now, ahead });
-                    ahead += u64::from(self.chunks[c].need.len);
-                    self.chunks[c].need.id
-                })
-                .collect();
-            self.actions.push_back(Action::Request {
-                source: source_id,
-                ids,
-            });
+            self.request(s, batch, now);
         }
         // A chunk nobody usable may provide, with nothing in flight: the update cannot finish.
         // (Impossible while some usable source may hold anything and passed over nothing.)
@@ -922,6 +974,123 @@ impl Scheduler {
                 id: self.chunks[c].need.id,
             });
         }
+    }
+
+    /// Ask source `s` for chunks `batch`, in order.
+    fn request(&mut self, s: usize, batch: Vec<usize>, now: Millis) {
+        let source_id = self.sources[s].id;
+        let mut ahead = self.sources[s].queued_bytes(&self.chunks);
+        let ids = batch
+            .iter()
+            .map(|&c| {
+                self.chunks[c].holders.push(source_id);
+                self.sources[s]
+                    .in_flight
+                    .insert(c, Asked { at: now, ahead });
+                ahead += u64::from(self.chunks[c].need.len);
+                self.chunks[c].need.id
+            })
+            .collect();
+        self.actions.push_back(Action::Request {
+            source: source_id,
+            ids,
+        });
+    }
+
+    /// Whether a request for chunk `c` at source `s` that is past its deadline waits for `s`
+    /// while `s` still delivers: `s` is a healthy LAN source, no other source of its tier or
+    /// a better one may provide `c` (so the chunk would leave for a mirror or the origin,
+    /// over the uplink `s` itself fetches through), and no such source is measured
+    /// `faster_factor` times faster than `s`.
+    fn patient(&self, s: usize, c: usize) -> bool {
+        let src = &self.sources[s];
+        if src.kind != SourceKind::LanPeer || src.slow() {
+            return false;
+        }
+        let chunk = &self.chunks[c];
+        let mut wan_rate = 0;
+        for (o, other) in self.sources.iter().enumerate() {
+            if o == s
+                || !other.usable()
+                || !other.may_hold(&chunk.need.id)
+                || chunk.passed_over.contains(&other.id)
+            {
+                continue;
+            }
+            if other.tier() <= src.tier() {
+                // Switching to it costs no uplink: the deadline rules.
+                return false;
+            }
+            if other.wan() && !other.slow() {
+                wan_rate = wan_rate.max(other.rate);
+            }
+        }
+        src.rate == 0 || wan_rate < src.rate.saturating_mul(self.config.faster_factor.max(1))
+    }
+
+    /// When the request for chunk `c` at source `s`, asked as `asked`, goes overdue: at its
+    /// deadline, or, where the source is owed patience (`patient`), not before it has
+    /// delivered nothing for `timeout_floor`.
+    fn overdue_at(&self, s: usize, c: usize, asked: Asked) -> Millis {
+        let src = &self.sources[s];
+        let deadline = src.deadline(asked, self.chunks[c].need.len, &self.config);
+        if !self.patient(s, c) {
+            return deadline;
+        }
+        let delivering_until = src.last_delivery.map_or(Millis(0), |t| {
+            Millis(t.0.saturating_add(self.stall_period()))
+        });
+        deadline.max(delivering_until)
+    }
+
+    /// When `handle_timeout` next has something to do for this request: it goes overdue,
+    /// or, held past its deadline with no mirror or origin measured yet, it is the moment
+    /// to measure one (`probe_target`).
+    fn wake_at(&self, s: usize, c: usize, asked: Asked) -> Millis {
+        let overdue = self.overdue_at(s, c, asked);
+        let deadline = self.sources[s].deadline(asked, self.chunks[c].need.len, &self.config);
+        if overdue > deadline && self.probe_target(c).is_some() {
+            deadline.max(self.next_probe).min(overdue)
+        } else {
+            overdue
+        }
+    }
+
+    /// Measuring copies are at least this far apart: `slow_factor × timeout_floor`.
+    fn probe_interval(&self) -> u64 {
+        self.config
+            .slow_factor
+            .max(1)
+            .saturating_mul(self.config.timeout_floor.max(1))
+    }
+
+    /// The mirror or origin to ask for one copy of held chunk `c`, so that it is measured:
+    /// only while no usable mirror or origin has a measured rate or a request in flight
+    /// (so at most one such copy is out at a time, and none once one is measured; copies
+    /// are also `probe_interval` apart, see `handle_timeout`).
+    fn probe_target(&self, c: usize) -> Option<usize> {
+        let chunk = &self.chunks[c];
+        if chunk.holders.len() >= self.config.max_copies
+            || self
+                .sources
+                .iter()
+                .any(|s| s.wan() && s.usable() && (s.rate > 0 || !s.in_flight.is_empty()))
+        {
+            return None;
+        }
+        self.sources
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| {
+                s.wan()
+                    && s.usable()
+                    && !s.slow()
+                    && s.may_hold(&chunk.need.id)
+                    && !chunk.passed_over.contains(&s.id)
+                    && !chunk.holders.contains(&s.id)
+            })
+            .min_by_key(|(i, s)| (s.tier(), *i))
+            .map(|(i, _)| i)
     }
 
     /// Whether some usable source of a tier better than `tier` may provide every chunk (it
@@ -1464,6 +1633,160 @@ mod tests {
         assert!(
             s.report().sources[0].slow,
             "the report still says it was slow"
+        );
+    }
+
+    /// A peer that passes on what its uplink brings: sixteen chunks at once every 3 s, in the
+    /// order asked (so a chunk queued behind 48 others waits 9 s, past the 5 s floor, while
+    /// the peer's rate, measured over its bursts, is high); the origin answers each chunk
+    /// `origin_ms` after it is asked. Returns the scheduler when done and the number of
+    /// chunks asked of the origin.
+    fn uplink_bound_peer(origin_ms: u64) -> (Scheduler, usize) {
+        let mut s = Scheduler::new(Config::default(), needs(300));
+        s.add_source(Millis(0), PEER, SourceKind::LanPeer, 64, Holdings::Any);
+        s.add_source(Millis(0), ORIGIN, SourceKind::Origin, 64, Holdings::Any);
+        s.start(Millis(0));
+        let mut queue: VecDeque<ChunkId> = VecDeque::new();
+        let mut at_origin: Vec<(u64, ChunkId)> = Vec::new();
+        let (mut now, mut next_burst, mut asked_of_origin) = (0u64, 3_000u64, 0usize);
+        for _ in 0..100_000 {
+            while let Some(action) = s.poll_action() {
+                match action {
+                    Action::Request { source, ids } if source == PEER => queue.extend(ids),
+                    Action::Request { ids, .. } => {
+                        asked_of_origin += ids.len();
+                        at_origin.extend(ids.into_iter().map(|id| (now + origin_ms, id)));
+                    }
+                    Action::Complete => return (s, asked_of_origin),
+                    _ => {}
+                }
+            }
+            let next_peer = next_burst;
+            let next_origin = at_origin.iter().map(|a| a.0).min().unwrap_or(u64::MAX);
+            let next_timeout = s.poll_timeout().map_or(u64::MAX, |t| t.0);
+            now = next_peer.min(next_origin).min(next_timeout);
+            if next_timeout == now {
+                s.handle_timeout(Millis(now));
+            } else if next_origin == now {
+                let pos = at_origin.iter().position(|a| a.0 == now).unwrap();
+                let (_, id) = at_origin.swap_remove(pos);
+                s.handle_chunk(Millis(now), ORIGIN, &id, ChunkOutcome::Verified);
+            } else {
+                next_burst += 3_000;
+                for _ in 0..16 {
+                    if let Some(id) = queue.pop_front() {
+                        s.handle_chunk(Millis(now), PEER, &id, ChunkOutcome::Verified);
+                    }
+                }
+            }
+        }
+        panic!("did not complete");
+    }
+
+    #[test]
+    fn a_lan_peer_waiting_on_its_uplink_keeps_its_chunks() {
+        // The requests queued behind go past their deadlines, but the peer still delivers,
+        // and the origin (measured with one copy: over the same uplink, no faster) is not
+        // asked for more.
+        let (s, asked_of_origin) = uplink_bound_peer(3_000);
+        assert_eq!(asked_of_origin, 1, "one copy measures the origin");
+        let peer = source(&s, PEER);
+        assert_eq!(peer.strikes, 0);
+        assert!(!peer.ever_slow);
+        let report = s.report();
+        assert!(report.bytes_by_kind[&SourceKind::LanPeer] >= 299 * 65_536);
+    }
+
+    #[test]
+    fn a_lan_peer_slower_than_the_measured_origin_loses_its_late_chunks() {
+        // The same peer, but the origin answers in 20 ms: measured many times faster than
+        // the peer, it takes the chunks that go past their deadline.
+        let (s, asked_of_origin) = uplink_bound_peer(20);
+        assert!(
+            asked_of_origin > 1,
+            "only the measuring copy was asked of the origin"
+        );
+        assert!(s.report().bytes_by_kind[&SourceKind::Origin] > 65_536);
+    }
+
+    #[test]
+    fn patience_is_only_for_a_lan_source_that_still_delivers() {
+        // Delivering, then silent: a timeout_floor after its last delivery its late requests
+        // go overdue and strike, as a stall.
+        let c = Config::default();
+        let mut s = Scheduler::new(c, needs(100));
+        s.add_source(Millis(0), PEER, SourceKind::LanPeer, 64, Holdings::Any);
+        s.add_source(Millis(0), ORIGIN, SourceKind::Origin, 64, Holdings::Any);
+        s.start(Millis(0));
+        let (first, _) = drain(&mut s);
+        // Ten chunks fast, then nothing.
+        for (i, (_, id)) in first.iter().take(10).enumerate() {
+            s.handle_chunk(Millis(10 * i as u64 + 10), PEER, id, ChunkOutcome::Verified);
+        }
+        drain(&mut s);
+        let last = 100;
+        let mut now = last;
+        while source(&s, PEER).strikes == 0 {
+            now = s.poll_timeout().unwrap().0;
+            assert!(now <= last + c.timeout_floor, "still waiting at {now} ms");
+            s.handle_timeout(Millis(now));
+        }
+        assert_eq!(now, last + c.timeout_floor);
+        let (hedged, _) = drain(&mut s);
+        assert!(hedged.iter().filter(|(src, _)| *src == ORIGIN).count() > 10);
+    }
+
+    #[test]
+    fn another_lan_source_takes_late_chunks_without_patience() {
+        // Two peers: a late chunk moves to the other peer at its deadline (no uplink spent),
+        // even though the first still delivers.
+        let mut s = Scheduler::new(Config::default(), needs(200));
+        s.add_source(Millis(0), PEER, SourceKind::LanPeer, 64, Holdings::Any);
+        s.add_source(Millis(0), PEER_B, SourceKind::LanPeer, 64, Holdings::Any);
+        s.add_source(Millis(0), ORIGIN, SourceKind::Origin, 64, Holdings::Any);
+        s.start(Millis(0));
+        let (first, _) = drain(&mut s);
+        let at_a: Vec<ChunkId> = first
+            .iter()
+            .filter(|(src, _)| *src == PEER)
+            .map(|(_, id)| *id)
+            .collect();
+        // B answers everything at once; A one chunk every 2 s.
+        fn serve_b(
+            s: &mut Scheduler,
+            now: u64,
+            requests: Vec<(SourceId, ChunkId)>,
+        ) -> Vec<ChunkId> {
+            let mut to_b = Vec::new();
+            let mut requests = requests;
+            while !requests.is_empty() {
+                for (src, id) in std::mem::take(&mut requests) {
+                    assert_ne!(src, ORIGIN, "a late chunk left for the origin");
+                    if src == PEER_B {
+                        to_b.push(id);
+                        s.handle_chunk(Millis(now), PEER_B, &id, ChunkOutcome::Verified);
+                    }
+                }
+                requests = drain(s).0;
+            }
+            to_b
+        }
+        let mut to_b = serve_b(&mut s, 5, first);
+        let mut now = 5;
+        for id in at_a.iter().take(4) {
+            now += 2_000;
+            while let Some(t) = s.poll_timeout().filter(|t| t.0 <= now) {
+                s.handle_timeout(t);
+                let requests = drain(&mut s).0;
+                to_b.extend(serve_b(&mut s, t.0, requests));
+            }
+            s.handle_chunk(Millis(now), PEER, id, ChunkOutcome::Verified);
+            let requests = drain(&mut s).0;
+            to_b.extend(serve_b(&mut s, now, requests));
+        }
+        assert!(
+            at_a.iter().any(|id| to_b.contains(id)),
+            "late chunks at A went to B"
         );
     }
 

@@ -8,7 +8,7 @@
 //! is set (see `ota_tests::netns`).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead as _, BufReader};
+use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::mpsc;
@@ -131,7 +131,12 @@ fn emulate(test: &str) -> Option<Measured> {
     if !netns::usable(test) {
         return None;
     }
-    let temp = tempfile::tempdir().unwrap();
+    let mut temp = tempfile::tempdir().unwrap();
+    if std::env::var_os("OTA_EMULATED_KEEP").is_some() {
+        // The logs and the devices' events stay for a look afterwards.
+        temp.disable_cleanup(true);
+        println!("emulated sites: keeping {}", temp.path().display());
+    }
     let dir = temp.path();
     let fixture = OriginFixture::new(dir);
     let image = test_image("emulated sites", IMAGE_MIB << 20);
@@ -281,9 +286,15 @@ fn emulate(test: &str) -> Option<Measured> {
         let mut proc = Proc::spawn(&format!("ota-device update ({name})"), &mut command);
         let stdout = proc.child().stdout.take().unwrap();
         let (tx, site, name) = (tx.clone(), *site, name.clone());
+        let log = dir.join(format!("{name}.jsonl"));
         std::thread::spawn(move || {
             let mut done = None;
+            // Every event the device printed, for a look afterwards (`OTA_EMULATED_KEEP`).
+            let mut log = std::fs::File::create(log).ok();
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(log) = log.as_mut() {
+                    let _ = writeln!(log, "{} {line}", started.elapsed().as_millis());
+                }
                 let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
                     continue;
                 };
