@@ -17,8 +17,9 @@
 //! has been read once, every blob is refused (fail closed).
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ota_core::attest::Gate;
 use ota_core::digest::ChunkId;
@@ -74,9 +75,17 @@ pub enum BlobAccess {
 #[derive(Debug, Default)]
 pub struct PrivateAccess {
     known: RwLock<Known>,
-    checked: Mutex<Option<Instant>>,
+    /// When the catalog was last asked, in milliseconds since the Unix epoch (0: never); an
+    /// atomic, so that the check on every blob served takes no lock.
+    checked_ms: AtomicU64,
     refreshing: tokio::sync::Mutex<()>,
     grants: Mutex<Grants>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| d.as_millis().max(1) as u64)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -97,12 +106,17 @@ pub fn attestation_gate(mode: AttestationPolicy, outcome: Option<AttestationOutc
 impl PrivateAccess {
     /// Reads the private content again if releases were created since it was last read.
     async fn refresh(&self, catalog: &Catalog) -> Result<(), CatalogError> {
-        let due = |checked: &Option<Instant>| checked.is_none_or(|t| t.elapsed() >= REFRESH_EVERY);
-        if !due(&lock(&self.checked)) {
+        let every = REFRESH_EVERY.as_millis() as u64;
+        // Due when never asked, a refresh period ago, or when the clock went back.
+        let due = || {
+            let (checked, now) = (self.checked_ms.load(Ordering::Acquire), now_ms());
+            checked == 0 || now < checked || now - checked >= every
+        };
+        if !due() {
             return Ok(());
         }
         let _one_at_a_time = self.refreshing.lock().await;
-        if !due(&lock(&self.checked)) {
+        if !due() {
             return Ok(());
         }
         let releases = catalog.release_count().await?;
@@ -128,7 +142,7 @@ impl PrivateAccess {
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = known;
         }
-        *lock(&self.checked) = Some(Instant::now());
+        self.checked_ms.store(now_ms(), Ordering::Release);
         Ok(())
     }
 
