@@ -10,6 +10,7 @@
 //! - [`server`]: the accept loop and the [`server::Handler`] trait the origin and peers
 //!   implement.
 //! - [`client`]: connections to a pinned server and the requests, with streamed blobs.
+//! - [`raw`]: raw quinn throughput on loopback, the limit the serving benchmarks compare with.
 //! - [`discovery`]: how devices find site caches and caches find their parents (libp2p:
 //!   mDNS, Kademlia, identify; gossipsub for release announcements). Discovery only: data
 //!   always flows over `enigm-ota/1`.
@@ -20,6 +21,7 @@ pub mod client;
 pub mod discovery;
 pub mod proto;
 pub mod quic;
+pub mod raw;
 pub mod server;
 
 mod stream;

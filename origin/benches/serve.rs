@@ -50,7 +50,7 @@ use ota_net::client::{Answer, Client, ClientConfig, Connector};
 use ota_net::proto::{
     DeviceKey, MAX_CHUNK_BLOB_LEN, Nonce, Refusal, SignedKind, SignedRequest, signing_bytes,
 };
-use ota_net::quic::{self, CertPin, Identity, NodeKey, SERVER_NAME, TransportLimits};
+use ota_net::quic::{CertPin, Identity, NodeKey, TransportLimits};
 use ota_net::server::{ConnInfo, Handler, Server, ServerConfig};
 use ota_origin::commands::{self, CreateRelease};
 use ota_origin::lifecycle;
@@ -691,8 +691,8 @@ async fn blob_throughput(
 ) -> Result<(f64, f64)> {
     let limits = TransportLimits::default();
     let total = fixture.blob_bytes as usize;
-    let raw = raw_connect(
-        raw_server(identity, &limits, total)?,
+    let raw = ota_net::raw::connect(
+        ota_net::raw::serve(identity, &limits, total)?,
         identity.pin(),
         &limits,
     )
@@ -701,7 +701,7 @@ async fn blob_throughput(
         .connect(server.local_addr(), server.pin())
         .await?;
     // Warm-up: every blob once, checked against its id (and into the page cache).
-    raw_round(&raw).await?;
+    ota_net::raw::round(&raw).await?;
     let (bytes, _) = blobs_round(&client, &fixture.blobs, true).await?;
     ensure!(
         bytes as u64 == fixture.blob_bytes,
@@ -709,7 +709,7 @@ async fn blob_throughput(
     );
     let (mut raw_best, mut blobs_best) = (0f64, 0f64);
     for round in 1..=BLOB_ROUNDS {
-        let (bytes, elapsed) = raw_round(&raw).await?;
+        let (bytes, elapsed) = ota_net::raw::round(&raw).await?;
         let raw_rate = rate(bytes, elapsed);
         let (bytes, elapsed) = blobs_round(&client, &fixture.blobs, false).await?;
         ensure!(bytes == total, "round {round}: {bytes} of {total} bytes");
@@ -766,65 +766,6 @@ async fn fetch(client: &Client, ids: Vec<ChunkId>, verify: bool) -> Result<usize
         bytes += blob.len();
     }
     Ok(bytes)
-}
-
-// Raw quinn, measured as `net/benches/loopback.rs` does: one stream of `total` bytes from
-// memory, with the protocol's TLS and transport settings.
-
-fn raw_server(identity: &Identity, limits: &TransportLimits, total: usize) -> Result<SocketAddr> {
-    let endpoint = quinn::Endpoint::server(
-        quic::server_config(identity, limits)?,
-        "127.0.0.1:0".parse()?,
-    )?;
-    let addr = endpoint.local_addr()?;
-    let piece = Bytes::from(vec![0xa5u8; 1 << 20]);
-    tokio::spawn(async move {
-        while let Some(incoming) = endpoint.accept().await {
-            let Ok(connection) = incoming.await else {
-                continue;
-            };
-            let piece = piece.clone();
-            tokio::spawn(async move {
-                while let Ok((mut send, mut recv)) = connection.accept_bi().await {
-                    if recv.read_to_end(16).await.is_err() {
-                        return;
-                    }
-                    let mut left = total;
-                    while left > 0 {
-                        let n = left.min(piece.len());
-                        if send.write_chunk(piece.slice(..n)).await.is_err() {
-                            return;
-                        }
-                        left -= n;
-                    }
-                    let _ = send.finish();
-                }
-            });
-        }
-    });
-    Ok(addr)
-}
-
-async fn raw_connect(
-    addr: SocketAddr,
-    pin: CertPin,
-    limits: &TransportLimits,
-) -> Result<quinn::Connection> {
-    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
-    let config = quic::client_config(pin, limits)?;
-    Ok(endpoint.connect_with(config, addr, SERVER_NAME)?.await?)
-}
-
-async fn raw_round(connection: &quinn::Connection) -> Result<(usize, Duration)> {
-    let start = Instant::now();
-    let (mut send, mut recv) = connection.open_bi().await?;
-    send.write_all(b"go").await?;
-    send.finish()?;
-    let mut bytes = 0;
-    while let Some(chunk) = recv.read_chunk(usize::MAX, true).await? {
-        bytes += chunk.bytes.len();
-    }
-    Ok((bytes, start.elapsed()))
 }
 
 #[derive(Debug, Default)]

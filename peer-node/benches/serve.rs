@@ -27,7 +27,7 @@ use bytes::Bytes;
 use ota_core::digest::ChunkId;
 use ota_net::client::{Client, ClientConfig, Connector};
 use ota_net::proto::{MAX_CHUNK_BLOB_LEN, Nonce, Refusal, SignedKind, SignedRequest};
-use ota_net::quic::{self, CertPin, Identity, NodeKey, SERVER_NAME, TransportLimits};
+use ota_net::quic::{CertPin, Identity, NodeKey, TransportLimits};
 use ota_net::server::{ConnInfo, Handler, Server, ServerConfig};
 
 const THROUGHPUT_TARGET: f64 = 0.7;
@@ -126,8 +126,8 @@ async fn run() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
 
-    let raw_addr = raw_server(&identity, &limits, blob_bytes)?;
-    let raw = raw_connect(raw_addr, identity.pin(), &limits).await?;
+    let raw_addr = ota_net::raw::serve(&identity, &limits, blob_bytes)?;
+    let raw = ota_net::raw::connect(raw_addr, identity.pin(), &limits).await?;
     let mut client_config = ClientConfig::default();
     client_config.transport = limits.clone();
     let connector = Connector::bind("127.0.0.1:0".parse()?, client_config)?;
@@ -148,12 +148,12 @@ async fn run() -> Result<()> {
         "  warm-up (through the uplink): {:8.1} MiB/s",
         rate(warm, warm_time)
     );
-    raw_round(&raw).await?;
+    ota_net::raw::round(&raw).await?;
 
     let mut raw_best = 0f64;
     let mut peer_best = 0f64;
     for round in 1..=ROUNDS {
-        let (bytes, elapsed) = raw_round(&raw).await?;
+        let (bytes, elapsed) = ota_net::raw::round(&raw).await?;
         let r = rate(bytes, elapsed);
         let (bytes, elapsed) = blobs_round(&client, &ids, false).await?;
         ensure!(
@@ -251,65 +251,6 @@ fn make_blobs(total: usize) -> Vec<Bytes> {
         blobs.push(Bytes::from(blob));
     }
     blobs
-}
-
-/// A raw quinn server: on each stream, reads the client's request and writes `total` bytes.
-fn raw_server(identity: &Identity, limits: &TransportLimits, total: usize) -> Result<SocketAddr> {
-    let config = quic::server_config(identity, limits)?;
-    let endpoint = quinn::Endpoint::server(config, "127.0.0.1:0".parse()?)?;
-    let addr = endpoint.local_addr()?;
-    let piece = Bytes::from(vec![0xa5u8; 1024 * 1024]);
-    tokio::spawn(async move {
-        while let Some(incoming) = endpoint.accept().await {
-            let piece = piece.clone();
-            tokio::spawn(async move {
-                let Ok(connection) = incoming.await else {
-                    return;
-                };
-                while let Ok((mut send, mut recv)) = connection.accept_bi().await {
-                    let piece = piece.clone();
-                    tokio::spawn(async move {
-                        if recv.read_to_end(16).await.is_err() {
-                            return;
-                        }
-                        let mut left = total;
-                        while left > 0 {
-                            let n = left.min(piece.len());
-                            if send.write_chunk(piece.slice(..n)).await.is_err() {
-                                return;
-                            }
-                            left -= n;
-                        }
-                        let _ = send.finish();
-                        let _ = send.stopped().await;
-                    });
-                }
-            });
-        }
-    });
-    Ok(addr)
-}
-
-async fn raw_connect(
-    addr: SocketAddr,
-    pin: CertPin,
-    limits: &TransportLimits,
-) -> Result<quinn::Connection> {
-    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
-    let config = quic::client_config(pin, limits)?;
-    Ok(endpoint.connect_with(config, addr, SERVER_NAME)?.await?)
-}
-
-async fn raw_round(connection: &quinn::Connection) -> Result<(usize, Duration)> {
-    let start = Instant::now();
-    let (mut send, mut recv) = connection.open_bi().await?;
-    send.write_all(b"go").await?;
-    send.finish()?;
-    let mut bytes = 0;
-    while let Some(chunk) = recv.read_chunk(usize::MAX, true).await? {
-        bytes += chunk.bytes.len();
-    }
-    Ok((bytes, start.elapsed()))
 }
 
 /// Fetches every id from the peer in batches over concurrent streams, checking each blob.
