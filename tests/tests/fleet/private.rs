@@ -3,7 +3,9 @@
 //! `ota-device` that installs it through the peer (its check-in relayed on the connection it
 //! then fetches on). An attacker's client, on connections of its own, gets `Missing` for every
 //! private chunk from the peer (which holds them by then) and from the origin, and a 404 from
-//! the HTTP mirror, which still serves the metadata saying the artifact is private.
+//! the HTTP mirror, which still serves the metadata saying the artifact is private. Where the
+//! channel requires a passed attestation for private content, a device without one gets no
+//! offer through the peer (so no grant there either), and an attested one installs.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -267,4 +269,97 @@ fn a_private_release_installs_through_the_peer_and_nobody_else_gets_its_chunks()
         release["signed"]["targets"]["artifacts/system-2026.11.1.img"]["custom"]["enigm"]["private"],
         true
     );
+}
+
+/// `ota-device software-ca --out DIR --name NAME`: a test CA whose root the origin trusts.
+fn software_ca(dir: &Path, name: &str) -> PathBuf {
+    let out = dir.join(name);
+    run_ok(
+        &bin("ota-device"),
+        &[
+            "software-ca",
+            "--out",
+            out.to_str().unwrap(),
+            "--name",
+            name,
+        ],
+    );
+    out
+}
+
+/// `ota-device update --json` through the peer: exit 0, the last JSON line.
+fn update(state: &Path) -> Value {
+    let out = run(
+        &bin("ota-device"),
+        &["update", "--state", state.to_str().unwrap(), "--json"],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
+
+/// The channel requires a passed attestation for private content: through the peer, a device
+/// without one gets no offer (so the peer grants it nothing, even once it holds the chunks),
+/// with the reason in its report; an attested device installs.
+#[test]
+fn private_content_requiring_attestation_is_withheld_through_the_peer() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+    let fixture = OriginFixture::new(dir);
+    let image = test_image("attested private system", 2 << 20);
+    let path = dir.join("system.img");
+    std::fs::write(&path, &image).unwrap();
+    fixture.release("stable", 1, &[("system", &path)], &["--private", "system"]);
+    fixture.promote("stable", 1, &["--stable"]);
+    let ca = software_ca(dir, "fleet-ca");
+    std::fs::create_dir_all(fixture.data.join("attestation")).unwrap();
+    std::fs::copy(
+        ca.join("root.pem"),
+        fixture.data.join("attestation/roots.pem"),
+    )
+    .unwrap();
+    fixture.set_config(
+        "attestation",
+        serde_json::json!({
+            "roots": "attestation/roots.pem",
+            "channels": { "stable": { "private_content": "required" } },
+            "requirements": { "models": ["enigm-one"], "max_age_secs": 600 }
+        }),
+    );
+    let origin = fixture.serve_with(&["--admin", "127.0.0.1:0"]);
+    let peer = start_peer(dir, &fixture, &origin);
+    let plain = device(dir, "plain", &fixture, &peer.quic, &peer.pin);
+    let attested = device(dir, "attested", &fixture, &peer.quic, &peer.pin);
+    run_ok(
+        &bin("ota-device"),
+        &[
+            "attestation",
+            "--state",
+            attested.to_str().unwrap(),
+            "--provider",
+            "software",
+            "--software-ca",
+            ca.to_str().unwrap(),
+        ],
+    );
+
+    let reason = "private content requires a passed attestation: eligibility_failure";
+    let done = update(&plain);
+    assert_eq!(done["outcome"], "no_offer", "{done}");
+    assert_eq!(done["reason"], reason, "{done}");
+
+    let done = update(&attested);
+    assert_eq!(done["outcome"], "installed", "{done}");
+    let installed = std::fs::read(attested.join("slots").join("B").join("system.img")).unwrap();
+    assert!(installed == image, "wrong image installed");
+
+    // The peer holds the chunks now; the unattested device is still offered nothing.
+    let done = update(&plain);
+    assert_eq!(done["outcome"], "no_offer", "{done}");
+    assert_eq!(done["reason"], reason, "{done}");
+    assert!(origin_metric(&origin, "ota_origin_private_grants_refused_total") >= 2.0);
 }
