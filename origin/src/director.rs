@@ -25,8 +25,9 @@ use ota_net::server::ConnInfo;
 
 use crate::lifecycle;
 use crate::metrics::Metrics;
+use crate::nonce::NonceRefusal;
 use crate::service::Origin;
-use crate::store::{DeviceRecord, NonceCheck, Report, ReportOutcome};
+use crate::store::{DeviceRecord, DeviceState, Report, ReportOutcome};
 
 /// Why a signed request was refused. The text is what the device sees.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -173,29 +174,52 @@ async fn verify_bound(
         });
     }
     let handle = DeviceHandle::derive(&origin.keys.handle, &request.device_key.0);
-    let device = origin
-        .catalog
-        .device(&handle)
-        .await
-        .map_err(|e| unavailable(&e))?
-        .ok_or(RequestRefusal::UnknownDevice)?;
+    // With an attestation policy, the attestation on record decides offers: read it afresh.
+    let device = if origin.attestation.is_some() {
+        origin.catalog.device(&handle).await
+    } else {
+        origin.cache.device(&origin.catalog, &handle).await
+    }
+    .map_err(|e| unavailable(&e))?
+    .ok_or(RequestRefusal::UnknownDevice)?;
     if device.public_key != request.device_key.0 {
         return Err(RequestRefusal::UnknownDevice);
     }
     if device.revoked_at.is_some() {
         return Err(RequestRefusal::RevokedDevice);
     }
-    match origin
+    let minted = origin
+        .keys
+        .nonce
+        .open(&request.nonce.0, &nonce_binding.0, now)
+        .map_err(|refusal| match refusal {
+            NonceRefusal::Unknown => RequestRefusal::UnknownNonce,
+            NonceRefusal::Expired => RequestRefusal::NonceExpired,
+            NonceRefusal::OtherConnection => RequestRefusal::OtherConnection,
+        })?;
+    // The one catalog statement of the request: the nonce's use, the device's revocation and
+    // the release generation, read together.
+    let used = origin
         .catalog
-        .consume_nonce(&request.nonce.0, &nonce_binding.0, now)
+        .use_nonce(
+            &request.nonce.0,
+            &nonce_binding.0,
+            minted.issued_at,
+            minted.expires_at,
+            &handle,
+        )
         .await
         .map_err(|e| unavailable(&e))?
-    {
-        NonceCheck::Accept => Ok(device),
-        NonceCheck::Unknown => Err(RequestRefusal::UnknownNonce),
-        NonceCheck::AlreadyUsed => Err(RequestRefusal::NonceReused),
-        NonceCheck::Expired => Err(RequestRefusal::NonceExpired),
-        NonceCheck::OtherConnection => Err(RequestRefusal::OtherConnection),
+        .ok_or(RequestRefusal::NonceReused)?;
+    origin.cache.purge_nonces(&origin.catalog, now);
+    origin.cache.saw_generation(used.generation);
+    match used.device {
+        DeviceState::Enrolled => Ok(device),
+        DeviceState::Revoked => {
+            origin.cache.revoked(&handle, now);
+            Err(RequestRefusal::RevokedDevice)
+        }
+        DeviceState::Unknown => Err(RequestRefusal::UnknownDevice),
     }
 }
 
@@ -255,6 +279,7 @@ pub async fn check_in(
             .set_installed(&device.handle, check_in.installed)
             .await
             .map_err(|e| unavailable(&e))?;
+        origin.cache.installed(&device.handle, check_in.installed);
     }
     let mut facts = device.facts();
     facts.installed = check_in.installed;
@@ -306,15 +331,15 @@ pub async fn check_in(
         .map_or(AttestationPolicy::Off, |a| {
             a.mode(Action::CheckIn, &device.channel)
         });
-    let mut releases = origin
-        .catalog
-        .releases(Some(&device.channel))
+    // Newest first (the newest release the device may have wins), as recent as the release
+    // generation this request's nonce statement read.
+    let releases = origin
+        .cache
+        .releases(&origin.catalog, &device.channel)
         .await
         .map_err(|e| unavailable(&e))?;
-    // The newest release the device may have wins.
-    releases.sort_by_key(|r| std::cmp::Reverse(r.number));
     let mut first_reason = None;
-    for release in &releases {
+    for release in releases.iter() {
         let release_facts = ReleaseFacts {
             channel: release.channel.clone(),
             number: release.number,
@@ -444,12 +469,19 @@ async fn make_offer(
             .collect(),
         stage: release.stage,
     };
-    let bytes = origin
-        .keys
-        .director
-        .sign_document(&offer)
-        .map_err(|e| unavailable(&e))?;
-    serde_json::from_slice(&bytes).map_err(|e| unavailable(&e))
+    // What `OnlineKey::sign_document` signs and returns, built as the JSON value the answer
+    // carries (without printing it and parsing it back).
+    let signed = serde_json::to_value(&offer).map_err(|e| unavailable(&e))?;
+    let canonical = ota_core::tuf::canonical::to_canonical(&signed).map_err(|e| unavailable(&e))?;
+    let director = &origin.keys.director;
+    let signature = ota_core::tuf::metadata::Signature {
+        keyid: origin
+            .cache
+            .director_key_id(|| director.public().key_id())
+            .clone(),
+        sig: hex::encode(director.sign(&canonical).map_err(|e| unavailable(&e))?),
+    };
+    Ok(serde_json::json!({ "signatures": [signature], "signed": signed }))
 }
 
 /// Record a verified install report and run the health gate of its release.
@@ -483,6 +515,7 @@ pub async fn report(
             .set_installed(&device.handle, Some(report.release))
             .await
             .map_err(|e| unavailable(&e))?;
+        origin.cache.installed(&device.handle, Some(report.release));
     }
     match lifecycle::health_gate(origin, &report.channel, report.release, now).await {
         Ok((_, true)) => Metrics::inc(&origin.metrics.health_halts),

@@ -8,12 +8,14 @@
 pub mod access;
 pub mod attest;
 pub mod audit;
+pub mod cache;
 pub mod commands;
 pub mod director;
 pub mod http;
 pub mod keys;
 pub mod lifecycle;
 pub mod metrics;
+pub mod nonce;
 pub mod repository;
 pub mod serve;
 pub mod service;

@@ -37,17 +37,23 @@ impl OriginHandler {
 
 impl Handler for OriginHandler {
     async fn challenge(&self, conn: &ConnInfo) -> Result<Nonce, Refusal> {
-        let mut nonce = [0u8; 32];
-        rand_core::RngCore::try_fill_bytes(&mut rand_core::OsRng, &mut nonce)
+        // Minted, not stored: only its use is recorded (see `crate::nonce`).
+        let mut random = [0u8; 8];
+        rand_core::RngCore::try_fill_bytes(&mut rand_core::OsRng, &mut random)
             .map_err(|_| RequestRefusal::Unavailable.to_wire())?;
         let now = (self.clock)();
-        let expires = now.plus_secs(self.origin.dir.config.nonce_expiry_secs);
-        self.origin
-            .catalog
-            .issue_nonce(&nonce, &conn.binding.0, now, expires)
-            .await
-            .map_err(|error| {
-                tracing::error!(target: "origin.serve", %error, "cannot store nonce");
+        let nonce = self
+            .origin
+            .keys
+            .nonce
+            .mint(
+                &conn.binding.0,
+                now,
+                self.origin.dir.config.nonce_expiry_secs,
+                random,
+            )
+            .ok_or_else(|| {
+                tracing::error!(target: "origin.serve", %now, "clock outside the nonce format");
                 RequestRefusal::Unavailable.to_wire()
             })?;
         Metrics::inc(&self.origin.metrics.challenges);

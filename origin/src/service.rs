@@ -23,6 +23,8 @@ pub struct Origin {
     pub attestation: Option<crate::attest::Attestation>,
     /// Private content and the connections granted it.
     pub access: crate::access::PrivateAccess,
+    /// Devices and releases kept in memory for check-ins.
+    pub cache: crate::cache::CheckInCache,
 }
 
 impl Origin {
@@ -41,6 +43,7 @@ impl Origin {
             metrics: Metrics::default(),
             attestation,
             access: crate::access::PrivateAccess::default(),
+            cache: crate::cache::CheckInCache::default(),
         }))
     }
 }

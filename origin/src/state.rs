@@ -5,8 +5,9 @@
 //!   origin.json          where the catalog and blobs live, expiry settings
 //!   root.json            the trusted root of the image repository (latest registered)
 //!   director-root.json   the director's root (pins the offer-signing key)
-//!   keys/                online keys (snapshot, timestamp, director) and the fleet handle
-//!                        key, 32-byte seeds in hex, mode 0600; never offline keys
+//!   keys/                online keys (snapshot, timestamp, director), the fleet handle key
+//!                        and the nonce key, 32-byte seeds in hex, mode 0600; never offline
+//!                        keys
 //!   catalog.sqlite       the catalog, unless origin.json names a postgres:// URL
 //!   blobs/               chunks and chunk indexes, unless origin.json names an s3:// URL
 //!   requests/C/N/        signing requests and the manifest of release N of channel C
@@ -21,6 +22,7 @@ use ota_core::director::HandleKey;
 use ota_core::tuf::InMemoryKey;
 
 use crate::keys::{OnlineKey, TokenKeys};
+use crate::nonce::NonceKey;
 use crate::repository::{OnlineExpiry, OnlineKeys};
 use crate::store::{BlobStore, Catalog};
 
@@ -81,6 +83,8 @@ pub struct Keys {
     pub director: OnlineKey,
     /// The fleet's device-handle key.
     pub handle: HandleKey,
+    /// The key that mints request nonces (see [`crate::nonce`]).
+    pub nonce: NonceKey,
 }
 
 /// Why the data directory cannot be used.
@@ -209,6 +213,7 @@ impl DataDir {
             },
             director: key("director")?,
             handle: HandleKey(self.seed("fleet-handle")?),
+            nonce: NonceKey::from_seed(&self.seed("nonce")?),
         })
     }
 
@@ -277,15 +282,39 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     Ok(())
 }
 
+/// Write a secret file once (mode 0600): whole, or not at all. Written to a temporary file
+/// first and then linked to its name, so a reader never sees it half written; when two
+/// processes make the same secret at once (a server and a command opening a data directory
+/// that lacks it), the first link wins and both read that one.
 fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        path.file_name()
+            .map_or_else(|| "secret".into(), |n| n.to_string_lossy()),
+        std::process::id()
+    ));
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .create_new(true)
+        .create(true)
+        .truncate(true)
         .mode(0o600)
-        .open(path)
-        .map_err(io(path))?;
-    file.write_all(bytes).map_err(io(path))?;
-    file.sync_all().map_err(io(path))
+        .open(&tmp)
+        .map_err(io(&tmp))?;
+    file.write_all(bytes).map_err(io(&tmp))?;
+    file.sync_all().map_err(io(&tmp))?;
+    drop(file);
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io(path)(e)),
+    }
+    if let Ok(dir) = std::fs::File::open(dir) {
+        let _ = dir.sync_all();
+    }
+    Ok(())
 }

@@ -76,6 +76,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "private",
         include_str!("../../migrations/sqlite/0003_private.sql"),
     ),
+    (
+        4,
+        "generation",
+        include_str!("../../migrations/sqlite/0004_generation.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -93,7 +98,17 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         "private",
         include_str!("../../migrations/postgres/0003_private.sql"),
     ),
+    (
+        4,
+        "generation",
+        include_str!("../../migrations/postgres/0004_generation.sql"),
+    ),
 ];
+
+/// Adds one to the release generation (see `migrations/*/0004_generation.sql`): run in the
+/// transaction of every write that creates a release or changes its stage.
+const BUMP_GENERATION: &str =
+    "UPDATE catalog_generation SET generation = generation + 1 WHERE id = 1";
 
 /// The artifacts of each release read so far (see [`Catalog::artifacts`]).
 type ArtifactsCache = Arc<Mutex<HashMap<(Channel, ReleaseNumber), Vec<ArtifactRecord>>>>;
@@ -319,6 +334,26 @@ pub enum NonceCheck {
     Expired,
     /// The nonce was issued on another connection.
     OtherConnection,
+}
+
+/// What [`Catalog::use_nonce`] read when it recorded a nonce's use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NonceUse {
+    /// The requesting device's enrollment at that moment.
+    pub device: DeviceState,
+    /// The release generation at that moment.
+    pub generation: i64,
+}
+
+/// A device's enrollment, as [`Catalog::use_nonce`] read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceState {
+    /// Enrolled and not revoked.
+    Enrolled,
+    /// Enrolled, then revoked.
+    Revoked,
+    /// Not enrolled.
+    Unknown,
 }
 
 /// An install report.
@@ -816,6 +851,10 @@ impl Catalog {
                 query.push(")");
                 query.build().execute(&mut *tx).await.map_err(db(OP))?;
             }
+            sqlx::query(BUMP_GENERATION)
+                .execute(&mut *tx)
+                .await
+                .map_err(db(OP))?;
             tx.commit().await.map_err(db(OP))
         })
     }
@@ -1488,6 +1527,66 @@ impl Catalog {
         Ok(deleted)
     }
 
+    /// Records the use of a nonce the origin minted itself (see `crate::nonce`: it carries
+    /// its issue and expiry times, and the caller has checked that it is the origin's, fresh
+    /// and bound to `exporter`'s connection) by the request of device `handle`: the one
+    /// catalog statement of a check-in. Inserted as used; a nonce already recorded is a
+    /// replay, refused with `None` (exactly one of many racing callers gets `Some`: the
+    /// nonce is the table's key). The statement also reads, at that moment, whether `handle`
+    /// is revoked and the release generation, so that a revocation or a stage change made
+    /// before it (by any process) is never missed by what answers the request.
+    pub async fn use_nonce(
+        &self,
+        nonce: &[u8; 32],
+        exporter: &[u8; 32],
+        issued_at: UnixTime,
+        expires_at: UnixTime,
+        handle: &DeviceHandle,
+    ) -> Result<Option<NonceUse>, CatalogError> {
+        const OP: &str = "use nonce";
+        let row: Option<(Option<bool>, Option<i64>)> = on_backend!(&self.nonces, |pool, _Db| {
+            sqlx::query_as(
+                "INSERT INTO nonces (nonce, binding, issued_at, expires_at, used) \
+                 VALUES ($1, $2, $3, $4, TRUE) ON CONFLICT DO NOTHING \
+                 RETURNING (SELECT revoked FROM devices WHERE handle = $5), \
+                 (SELECT generation FROM catalog_generation WHERE id = 1)",
+            )
+            .bind(hex::encode(nonce))
+            .bind(binding(exporter))
+            .bind(issued_at.0)
+            .bind(expires_at.0)
+            .bind(handle.to_hex())
+            .fetch_optional(pool)
+            .await
+            .map_err(db(OP))?
+        });
+        row.map(|(revoked, generation)| {
+            Ok(NonceUse {
+                device: match revoked {
+                    None => DeviceState::Unknown,
+                    Some(true) => DeviceState::Revoked,
+                    Some(false) => DeviceState::Enrolled,
+                },
+                generation: generation
+                    .ok_or_else(|| corrupt(OP, "catalog_generation", "no row"))?,
+            })
+        })
+        .transpose()
+    }
+
+    /// The release generation (see [`Catalog::use_nonce`]): it moves with every release
+    /// created and every stage change.
+    pub async fn release_generation(&self) -> Result<i64, CatalogError> {
+        const OP: &str = "get release generation";
+        let (generation,): (i64,) = on_backend!(&self.backend, |pool, _Db| {
+            sqlx::query_as("SELECT generation FROM catalog_generation WHERE id = 1")
+                .fetch_one(pool)
+                .await
+                .map_err(db(OP))?
+        });
+        Ok(generation)
+    }
+
     // --- reports -----------------------------------------------------------------------
 
     /// Records an install report. Each device counts once per release: a later report
@@ -1670,6 +1769,10 @@ impl CatalogTx {
             .await
             .map_err(db(OP))?;
             if updated.rows_affected() == 1 {
+                sqlx::query(BUMP_GENERATION)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(db(OP))?;
                 return Ok(());
             }
             let found: Option<(String, Option<String>, Option<i64>)> = sqlx::query_as(

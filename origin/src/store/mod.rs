@@ -33,6 +33,6 @@ mod catalog;
 pub use blobs::{BlobError, BlobStore, S3Settings, StoredBlob};
 pub use catalog::{
     ArtifactRecord, AttestationRecord, BlobRecord, Catalog, CatalogError, CatalogTx, DeviceRecord,
-    MetadataEntry, MetadataFile, NewDevice, NewRelease, NonceCheck, PrivateContent, PrivateMarks,
-    RelayRecord, ReleaseRecord, Report, ReportCounts, ReportOutcome,
+    DeviceState, MetadataEntry, MetadataFile, NewDevice, NewRelease, NonceCheck, NonceUse,
+    PrivateContent, PrivateMarks, RelayRecord, ReleaseRecord, Report, ReportCounts, ReportOutcome,
 };

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod attest;
+mod checkins;
 mod e2e;
 mod http;
 mod pkcs11;

@@ -32,13 +32,13 @@ fn chunk_ids(bytes: &[u8]) -> (BTreeSet<ChunkId>, ChunkId) {
     (ids, done.chunks.chunk_index)
 }
 
-fn image(seed: &str, len: usize) -> Vec<u8> {
+pub(crate) fn image(seed: &str, len: usize) -> Vec<u8> {
     ota_tests::test_image(seed, len)
 }
 
 /// Creates, signs, registers, validates and promotes release 1 of `channel` with `artifacts`
 /// (slot, file) and `extra` create options.
-fn publish(
+pub(crate) fn publish(
     data: &Path,
     temp: &Path,
     (channel, version): (&str, &str),
@@ -102,7 +102,7 @@ fn publish(
     ok(&[&["release", "promote"][..], &id, &["--stable"]].concat());
 }
 
-fn enroll(data: &Path, device: &Device, channel: &str) -> DeviceHandle {
+pub(crate) fn enroll(data: &Path, device: &Device, channel: &str) -> DeviceHandle {
     let handle = ok(&[
         "device",
         "enroll",

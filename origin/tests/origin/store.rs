@@ -36,9 +36,9 @@ use ota_core::rollout::{Active, HealthPolicy, Stage};
 use ota_core::time::UnixTime;
 use ota_core::tuf::enigm::{Channel, ReleaseNumber};
 use ota_origin::store::{
-    ArtifactRecord, BlobError, BlobRecord, BlobStore, Catalog, CatalogError, MetadataEntry,
-    MetadataFile, NewDevice, NewRelease, NonceCheck, PrivateContent, PrivateMarks, Report,
-    ReportCounts, ReportOutcome, S3Settings, StoredBlob,
+    ArtifactRecord, BlobError, BlobRecord, BlobStore, Catalog, CatalogError, DeviceState,
+    MetadataEntry, MetadataFile, NewDevice, NewRelease, NonceCheck, PrivateContent, PrivateMarks,
+    Report, ReportCounts, ReportOutcome, S3Settings, StoredBlob,
 };
 use sqlx::{Connection as _, Executor as _};
 
@@ -72,6 +72,7 @@ on_both_databases!(
     devices_enroll_revoke_and_update,
     nonce_is_single_use_fresh_and_bound,
     nonce_is_single_use_under_concurrency,
+    nonce_use_reads_revocation_and_release_generation,
     state_survives_a_reopen,
     reports_count_each_device_once,
     private_content_is_what_no_public_artifact_uses,
@@ -902,6 +903,105 @@ async fn nonce_is_single_use_under_concurrency(db: Db) {
             "nonce {i}: {checks:?}"
         );
     }
+}
+
+/// `use_nonce`, the one catalog statement of a check-in: single use (also across a reopen and
+/// under a race), and it reads the device's revocation and the release generation of that
+/// moment, which every release created and every stage change moves (a generation read
+/// before a change is always below one read after it).
+async fn nonce_use_reads_revocation_and_release_generation(db: Db) {
+    let Some(test) = TestCatalog::new(db).await else {
+        return;
+    };
+    let connection = [4u8; 32];
+    let (issued, expires) = (T0, T0.plus_secs(60));
+    let enrolled = device(1, stable());
+    let stranger = device(2, stable()).handle;
+    let used = |catalog: Catalog, i: u8, handle: DeviceHandle| async move {
+        catalog
+            .use_nonce(&nonce(i), &connection, issued, expires, &handle)
+            .await
+            .unwrap()
+    };
+    let generation = {
+        let catalog = test.open().await;
+        catalog.enroll(&enrolled, T0).await.unwrap();
+        let first = used(catalog.clone(), 0, enrolled.handle).await.unwrap();
+        assert_eq!(first.device, DeviceState::Enrolled);
+        assert_eq!(
+            first.generation,
+            catalog.release_generation().await.unwrap()
+        );
+        // A replay: no second use.
+        assert_eq!(used(catalog.clone(), 0, enrolled.handle).await, None);
+        // The device as the statement reads it.
+        let unknown = used(catalog.clone(), 1, stranger).await.unwrap();
+        assert_eq!(unknown.device, DeviceState::Unknown);
+
+        // Every release created and every stage change moves the generation.
+        catalog
+            .insert_release(&new_release(&stable(), 1), &[], &[], T0)
+            .await
+            .unwrap();
+        let created = used(catalog.clone(), 2, enrolled.handle).await.unwrap();
+        assert!(created.generation > first.generation, "{created:?}");
+        catalog
+            .update_stage(
+                &stable(),
+                ReleaseNumber(1),
+                Stage::Draft,
+                Stage::Validation,
+                None,
+                T0,
+            )
+            .await
+            .unwrap();
+        let promoted = used(catalog.clone(), 3, enrolled.handle).await.unwrap();
+        assert!(promoted.generation > created.generation, "{promoted:?}");
+        // A stage change that loses its compare-and-set changes nothing.
+        assert!(
+            catalog
+                .update_stage(
+                    &stable(),
+                    ReleaseNumber(1),
+                    Stage::Draft,
+                    Stage::Validation,
+                    None,
+                    T0,
+                )
+                .await
+                .is_err()
+        );
+        assert_eq!(
+            catalog.release_generation().await.unwrap(),
+            promoted.generation
+        );
+
+        catalog.revoke_device(&enrolled.handle, T0).await.unwrap();
+        let revoked = used(catalog.clone(), 4, enrolled.handle).await.unwrap();
+        assert_eq!(revoked.device, DeviceState::Revoked);
+
+        // Racing uses of one nonce: exactly one wins.
+        let racers: Vec<_> = (0..6)
+            .map(|_| tokio::spawn(used(catalog.clone(), 5, stranger)))
+            .collect();
+        let mut winners = 0;
+        for racer in racers {
+            winners += usize::from(racer.await.unwrap().is_some());
+        }
+        assert_eq!(winners, 1);
+        catalog.close().await;
+        promoted.generation
+    };
+    // A restarted origin: used nonces stay used, an unused one is usable once, and the
+    // generation is where it was.
+    let catalog = test.open().await;
+    for i in [0, 2, 5] {
+        assert_eq!(used(catalog.clone(), i, enrolled.handle).await, None, "{i}");
+    }
+    let fresh = used(catalog.clone(), 6, enrolled.handle).await.unwrap();
+    assert_eq!(fresh.generation, generation);
+    assert_eq!(fresh.device, DeviceState::Revoked);
 }
 
 async fn state_survives_a_reopen(db: Db) {
