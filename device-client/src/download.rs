@@ -336,6 +336,10 @@ pub async fn download(
                 _ => (NETWORK_IN_FLIGHT, Holdings::Any),
             };
             scheduler.add_source(now(), source.id, source.kind, in_flight, holdings);
+            if !source.connected() {
+                // Unreachable so far: asked (and dialled) after the lost-source backoff.
+                scheduler.handle_source_lost(now(), source.id);
+            }
         }
         scheduler.start(now());
 

@@ -51,16 +51,19 @@ pub enum Transport {
 /// A request that fails because the connection closed, timed out or stalled marks the
 /// connection lost; the scheduler then backs the source off (`handle_source_lost`), and the
 /// next request it makes of the source dials the server again first. Requests already in
-/// flight on an older connection do not mark the new one.
+/// flight on an older connection do not mark the new one. A server unreachable when the
+/// update starts is a link without a connection, dialled at its first request.
 #[derive(Debug, Clone)]
 pub struct QuicLink {
+    addr: SocketAddr,
     pin: CertPin,
     state: Arc<tokio::sync::Mutex<LinkState>>,
 }
 
 #[derive(Debug)]
 struct LinkState {
-    client: Client,
+    /// `None` until a first connection.
+    client: Option<Client>,
     /// Bumped at every redial.
     generation: u64,
     lost: bool,
@@ -70,25 +73,44 @@ impl QuicLink {
     /// A link over `client`, whose server's certificate is pinned by `pin`.
     pub fn new(client: Client, pin: CertPin) -> Self {
         Self {
+            addr: client.peer(),
             pin,
             state: Arc::new(tokio::sync::Mutex::new(LinkState {
-                client,
+                client: Some(client),
                 generation: 0,
                 lost: false,
             })),
         }
     }
 
-    /// The current connection, dialled again first if it was lost; and whether it was.
+    /// A link to the server at `addr` (pinned by `pin`) that could not be reached yet: its
+    /// first request dials it.
+    pub fn unconnected(addr: SocketAddr, pin: CertPin) -> Self {
+        Self {
+            addr,
+            pin,
+            state: Arc::new(tokio::sync::Mutex::new(LinkState {
+                client: None,
+                generation: 0,
+                lost: true,
+            })),
+        }
+    }
+
+    /// The current connection, dialled (again) first if it was lost or never made; and
+    /// whether it was dialled.
     async fn client(&self) -> Result<(Client, u64, bool), ClientError> {
         let mut state = self.state.lock().await;
-        let redialled = state.lost;
-        if state.lost {
-            state.client = Client::connect(state.client.peer(), self.pin).await?;
-            state.generation += 1;
-            state.lost = false;
+        match (&state.client, state.lost) {
+            (Some(client), false) => Ok((client.clone(), state.generation, false)),
+            _ => {
+                let client = Client::connect(self.addr, self.pin).await?;
+                state.client = Some(client.clone());
+                state.generation += 1;
+                state.lost = false;
+                Ok((client, state.generation, true))
+            }
         }
-        Ok((state.client.clone(), state.generation, redialled))
     }
 
     /// Mark connection `generation` lost (if it is still the current one).
@@ -96,13 +118,16 @@ impl QuicLink {
         let mut state = self.state.lock().await;
         if state.generation == generation && !state.lost {
             state.lost = true;
-            state.client.close();
+            if let Some(client) = &state.client {
+                client.close();
+            }
         }
     }
 }
 
-/// Whether a request's failure means the connection is gone (closed, timed out, stalled).
-fn connection_lost(error: &ClientError) -> bool {
+/// Whether a request's failure means the connection is gone (closed, timed out, stalled): the
+/// server may be back later.
+pub fn connection_lost(error: &ClientError) -> bool {
     matches!(
         error,
         ClientError::Connection { .. }
@@ -236,6 +261,18 @@ impl Source {
                     }
                 });
             }
+        }
+    }
+
+    /// Whether the source is reachable as far as is known (a QUIC link lost or never
+    /// connected is not).
+    pub fn connected(&self) -> bool {
+        match &self.transport {
+            Transport::Quic(link) => link
+                .state
+                .try_lock()
+                .map_or(true, |state| state.client.is_some() && !state.lost),
+            _ => true,
         }
     }
 

@@ -36,7 +36,9 @@ use serde_json::json;
 
 use crate::download::{self, ArtifactReport, DownloadError, Job, SourceUse, Sources};
 use crate::progress::Progress;
-use crate::source::{LocalChunks, QuicLink, Source, Transport, http_get, peer_name};
+use crate::source::{
+    LocalChunks, QuicLink, Source, Transport, connection_lost, http_get, peer_name,
+};
 use crate::state::{
     SlotArtifact, SlotContents, StateDir, StateError, read_bounded, read_json, sync_dir,
     write_atomic, write_json,
@@ -604,6 +606,7 @@ impl Session<'_> {
             });
         }
         let mut dropped = Vec::new();
+        let mut unreachable = Vec::new();
         let peers: Vec<(PeerSpec, String)> = self
             .options
             .peers
@@ -630,6 +633,21 @@ impl Session<'_> {
                         name,
                         transport: Transport::Quic(QuicLink::new(client, peer.pin)),
                     }),
+                    // Not there yet (or gone for now): a source dialled again at its
+                    // requests, after the scheduler's backoff once a dial fails.
+                    Err(error) if connection_lost(&error) => {
+                        self.progress.event(
+                            "source_lost",
+                            json!({ "source": name, "reason": error.to_string() }),
+                        );
+                        unreachable.push((sid, error.to_string()));
+                        list.push(Source {
+                            id: sid,
+                            kind: SourceKind::LanPeer,
+                            name,
+                            transport: Transport::Quic(QuicLink::unconnected(peer.addr, peer.pin)),
+                        });
+                    }
                     Err(error) => {
                         self.progress.event(
                             "source_dropped",
@@ -666,6 +684,12 @@ impl Session<'_> {
             transport: Transport::Quic(QuicLink::new(origin.clone(), self.state.config.pin())),
         });
         let mut sources = Sources::new(list, holdings);
+        for (sid, reason) in unreachable {
+            if let Some(used) = sources.list.iter().position(|s| s.id == sid) {
+                sources.uses[used].lost += 1;
+                sources.uses[used].last_error = Some(reason);
+            }
+        }
         for (name, reason) in dropped {
             sources.uses.push(SourceUse {
                 name,
@@ -734,7 +758,10 @@ impl Session<'_> {
         }
         let max_len = signed.chunk_index_length as u32;
         for i in 0..sources.list.len() {
-            if !sources.usable(i) || matches!(sources.list[i].transport, Transport::Local(_)) {
+            if !sources.usable(i)
+                || matches!(sources.list[i].transport, Transport::Local(_))
+                || !sources.list[i].connected()
+            {
                 continue;
             }
             let source = sources.list[i].clone();

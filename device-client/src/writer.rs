@@ -1,6 +1,7 @@
-//! The slot writer: verified chunks are written into the slot on a thread of their own, each
-//! batch journalled after the slot is synced, while a second thread hashes the whole artifact
-//! (SHA-256 and BLAKE3) in order as its contiguous prefix is written.
+//! The slot writer: verified chunks are written into the slot on a thread of their own; a
+//! second thread syncs the slot and then journals each batch written before the sync (so the
+//! writes go on while a sync runs); a third hashes the whole artifact (SHA-256 and BLAKE3) in
+//! order as its contiguous prefix is written.
 //!
 //! The download loop verifies each chunk against its id and hands the bytes over; the writer
 //! writes them at every position of the chunk, then passes the same bytes (the ones written)
@@ -23,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ota_core::chunk::{ArtifactCheck, ArtifactError, ChunkVerifier};
+use ota_core::digest::ChunkId;
 use ota_core::journal::JournalBinding;
 use tokio::sync::mpsc;
 
@@ -76,8 +78,9 @@ pub(crate) struct SlotWriter {
 struct Inner {
     slot: File,
     slot_path: PathBuf,
-    journal: JournalFile,
-    binding: JournalBinding,
+    /// Batches (position, id) written, to sync then journal; `None` once the syncer stopped.
+    syncs: Option<sync_mpsc::SyncSender<Vec<(u64, ChunkId)>>>,
+    syncer: Option<JoinHandle<Result<(), DownloadError>>>,
     verifier: ChunkVerifier,
     policy: FlushPolicy,
     pending: Vec<u64>,
@@ -118,11 +121,19 @@ impl SlotWriter {
             .name("ota-slot-hash".into())
             .spawn(move || hash(reader, hasher_path, check, pieces_rx))
             .map_err(disk)?;
+        // One batch waits while another is synced; beyond that, the writer waits.
+        let (syncs_tx, syncs_rx) = sync_mpsc::sync_channel(1);
+        let synced = slot.try_clone().map_err(disk)?;
+        let syncer_path = slot_path.clone();
+        let syncer = std::thread::Builder::new()
+            .name("ota-slot-sync".into())
+            .spawn(move || sync_and_journal(synced, syncer_path, journal, binding, syncs_rx))
+            .map_err(disk)?;
         let mut inner = Inner {
             slot,
             slot_path: slot_path.clone(),
-            journal,
-            binding,
+            syncs: Some(syncs_tx),
+            syncer: Some(syncer),
             verifier: verifier.clone(),
             policy,
             pending: Vec::new(),
@@ -267,24 +278,62 @@ impl Inner {
         }
     }
 
-    /// Sync the slot, then journal the chunks written since the last flush.
+    /// Hand the chunks written since the last flush to the syncer (sync, then journal). If
+    /// a batch already waits for it (the disk is slower than the policy), they stay pending
+    /// and go with the next try: the batches grow rather than the writes wait.
     fn flush(&mut self) -> Result<(), DownloadError> {
-        self.last_flush = Instant::now();
-        self.pending_bytes = 0;
+        self.send_batch(false)
+    }
+
+    fn send_batch(&mut self, wait: bool) -> Result<(), DownloadError> {
         if self.pending.is_empty() {
+            self.last_flush = Instant::now();
+            self.pending_bytes = 0;
             return Ok(());
         }
-        self.slot.sync_data().map_err(|e| self.disk(e))?;
         let entries = self.verifier.index().entries();
-        for p in self.pending.drain(..) {
-            self.journal
-                .append(&self.binding, p, entries[p as usize].id())?;
+        let batch: Vec<(u64, ChunkId)> = self
+            .pending
+            .iter()
+            .map(|&p| (p, *entries[p as usize].id()))
+            .collect();
+        let sent = match &self.syncs {
+            Some(syncs) if wait => syncs.send(batch).map_err(|_| ()),
+            Some(syncs) => match syncs.try_send(batch) {
+                Ok(()) => Ok(()),
+                Err(sync_mpsc::TrySendError::Full(_)) => return Ok(()),
+                Err(sync_mpsc::TrySendError::Disconnected(_)) => Err(()),
+            },
+            None => Err(()),
+        };
+        match sent {
+            Ok(()) => {
+                self.pending.clear();
+                self.last_flush = Instant::now();
+                self.pending_bytes = 0;
+                Ok(())
+            }
+            Err(()) => {
+                // The syncer stopped on an error: its error.
+                self.join_syncer()
+                    .and_then(|()| Err(self.disk(std::io::Error::other("the syncer stopped"))))
+            }
         }
-        self.journal.sync()
+    }
+
+    /// Wait for the syncer to sync and journal every batch handed over.
+    fn join_syncer(&mut self) -> Result<(), DownloadError> {
+        drop(self.syncs.take());
+        match self.syncer.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(self.disk(std::io::Error::other("the syncer panicked"))),
+            None => Ok(()),
+        }
     }
 
     fn end(mut self) -> WriterEnd {
-        self.flush()?;
+        self.send_batch(true)?;
+        self.join_syncer()?;
         self.slot.sync_all().map_err(|e| self.disk(e))?;
         self.advance();
         let complete = self.frontier as usize == self.written.len();
@@ -295,6 +344,28 @@ impl Inner {
         };
         Ok(if complete { hashed } else { None })
     }
+}
+
+/// The syncer thread: for each batch, sync the slot (which covers every write made before),
+/// then journal the batch's chunks and sync the journal.
+fn sync_and_journal(
+    slot: File,
+    slot_path: PathBuf,
+    mut journal: JournalFile,
+    binding: JournalBinding,
+    batches: sync_mpsc::Receiver<Vec<(u64, ChunkId)>>,
+) -> Result<(), DownloadError> {
+    for batch in batches {
+        slot.sync_data().map_err(|source| DownloadError::Disk {
+            path: slot_path.clone(),
+            source,
+        })?;
+        for (position, id) in batch {
+            journal.append(&binding, position, &id)?;
+        }
+        journal.sync()?;
+    }
+    Ok(())
 }
 
 /// Hand `piece` to the hasher, unless it stopped (on an error, which joining it gives).

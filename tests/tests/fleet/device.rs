@@ -371,18 +371,37 @@ fn device_uses_peers_and_bans_the_hostile_ones() {
         .unwrap_or_else(|| panic!("{name} not banned: {report}"));
     assert!(reason.contains("served a bad chunk index"), "{reason}");
 
-    // A peer that is not there at all: dropped, the update goes on.
+    // A peer that is not there at all: lost (dialled again after backoffs, in case it
+    // comes), the update goes on from the origin.
     let device = Device::new(temp.path(), "unreachable", &fixture, &addr, &pin, None);
     let gone = format!("127.0.0.1:9={}", peer.pin);
     let report = device.update_ok(&["--peer", &gone]);
     assert_eq!(device.image("B", "system"), image);
-    let dropped: Vec<&Value> = report["sources"]
+    let absent = report["sources"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|s| s["dropped"].is_string())
-        .collect();
-    assert_eq!(dropped.len(), 1, "{report}");
+        .find(|s| s["name"] == "peer 127.0.0.1:9")
+        .cloned()
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(absent["lost"].as_u64().unwrap() >= 1, "{absent}");
+    assert!(
+        absent["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("127.0.0.1:9"),
+        "{absent}"
+    );
+    assert_eq!(absent["bytes"], 0, "{absent}");
+    assert!(
+        absent["dropped"].is_null() && absent["banned"].is_null(),
+        "{absent}"
+    );
+    assert_eq!(
+        kind_bytes(&report, "origin"),
+        image.len() as u64,
+        "{report}"
+    );
 }
 
 #[test]
@@ -1094,4 +1113,103 @@ fn device_redials_an_origin_restarted_mid_download_and_finishes_from_it() {
         before < image.len() as u64 / 2,
         "{before} bytes verified before the redial: {events:?}"
     );
+}
+
+#[test]
+fn device_starts_from_the_origin_and_hands_over_to_a_peer_that_appears() {
+    let temp = tempfile::tempdir().unwrap();
+    let fixture = OriginFixture::new(temp.path());
+    let image = test_image("handover", 160 << 20);
+    let path = published(temp.path(), "system.img", &image);
+    fixture.release("stable", 1, &[("system", &path)], &[]);
+    fixture.promote("stable", 1, &["--stable"]);
+    let served = fixture.serve();
+    let (addr, pin) = origin_args(&served);
+    let device = Device::new(temp.path(), "device", &fixture, &addr, &pin, None);
+
+    // The site's peer: its address and pin known, but not running when the update starts.
+    let peer_data = temp.path().join("site-peer");
+    let printed = ota_tests::run_ok(
+        &bin("ota-peer"),
+        &["pin", "--data", peer_data.to_str().unwrap()],
+    );
+    let peer_pin = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("pin "))
+        .unwrap()
+        .to_string();
+    let peer_addr = free_udp_addr();
+    let peer_name = format!("peer {peer_addr}");
+    let mut child = Proc::spawn(
+        "ota-device update",
+        Command::new(bin("ota-device"))
+            .args(["update", "--state", device.state_str(), "--json"])
+            .args(["--peer", &format!("{peer_addr}={peer_pin}")])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let stdout = child.child().stdout.take().unwrap();
+    let lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    let mut last = Value::Null;
+    let mut peer = None;
+    // Progress before the peer delivered anything (from the origin alone), then with it.
+    let (mut origin_alone, mut with_peer) = (0u64, 0u64);
+    for line in lines {
+        let value: Value = serde_json::from_str(&line.unwrap()).unwrap();
+        match value["event"].as_str() {
+            Some("download") => {
+                // The download starts from the origin alone; the peer comes up now.
+                peer = Some(crate::attacks::PeerProc::start(
+                    temp.path(),
+                    "site-peer",
+                    &fixture,
+                    (&addr, &pin),
+                    &peer_addr.to_string(),
+                    &temp.path().join("peer.log"),
+                ));
+            }
+            Some("progress") => {
+                let (origin, lan) = (kind_bytes(&value, "origin"), kind_bytes(&value, "lan_peer"));
+                if lan == 0 {
+                    origin_alone = origin_alone.max(origin);
+                } else {
+                    with_peer = with_peer.max(lan);
+                }
+            }
+            _ => {}
+        }
+        last = value;
+        if last["event"] == "done" {
+            break;
+        }
+    }
+    let status = child.wait_for(Duration::from_secs(120));
+    assert!(status.success(), "{last}");
+    assert!(peer.is_some(), "the download started");
+    assert_eq!(last["outcome"], "installed", "{last}");
+    assert_eq!(device.image("B", "system"), image);
+    let (origin, lan) = (kind_bytes(&last, "origin"), kind_bytes(&last, "lan_peer"));
+    assert_eq!(origin + lan, image.len() as u64, "{last}");
+    assert!(
+        origin_alone > 0 && with_peer > 0,
+        "the origin alone first, then the peer: {origin_alone} then {with_peer}: {last}"
+    );
+    assert!(lan > 0 && origin > 0, "{last}");
+    eprintln!("handover: {origin} bytes from the origin, then {lan} from the peer");
+    let used = last["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == peer_name)
+        .cloned()
+        .unwrap_or_else(|| panic!("{last}"));
+    assert!(
+        used["lost"].as_u64().unwrap() >= 1,
+        "unreachable at the start: {used}"
+    );
+    assert!(
+        used["redials"].as_u64().unwrap() >= 1,
+        "dialled once up: {used}"
+    );
+    assert_eq!(used["bytes"].as_u64().unwrap(), lan, "{used}");
 }
