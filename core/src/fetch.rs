@@ -28,10 +28,11 @@
 //!   request past its deadline at a healthy LAN source is *held*, not overdue, while that
 //!   source has delivered verified bytes (on any request) within `timeout_floor`, when
 //!   the chunk's only other sources are mirrors or the origin, unless one of them is
-//!   measured `faster_factor` times faster than the LAN source. With none measured yet, the
-//!   longest-held chunk is also asked of the best mirror or origin (one copy, only while no
-//!   mirror or origin has a measured rate or a request in flight, at most one per
-//!   `slow_factor × timeout_floor`), whose answer measures it even when the LAN copy won. A held
+//!   measured `faster_factor` times faster than the LAN source. With none measured yet, a
+//!   chunk held for `timeout_floor` past its deadline is also asked of the best mirror or
+//!   origin (one copy, only while no mirror or origin has a measured rate or a request in
+//!   flight, at most one per `slow_factor × timeout_floor`), whose answer measures it even
+//!   when the LAN copy won. A held
 //!   request strikes nothing. The LAN source still loses its chunks when it fails (`Missing`,
 //!   lost, corrupt) or truly stalls (nothing delivered for `timeout_floor`), and a slow LAN
 //!   source (one that goes overdue while a faster mirror or origin is measured) strikes as
@@ -671,15 +672,14 @@ impl Scheduler {
             }
             for (&c, &asked) in &source.in_flight {
                 let chunk = &self.chunks[c];
-                if chunk.passed_over.contains(&source.id)
-                    || now < source.deadline(asked, chunk.need.len, &self.config)
-                {
+                let deadline = source.deadline(asked, chunk.need.len, &self.config);
+                if chunk.passed_over.contains(&source.id) || now < deadline {
                     continue;
                 }
                 if now >= self.overdue_at(s, c, asked) {
                     overdue.push((s, c));
                 } else {
-                    held.push((asked.at, c));
+                    held.push((deadline, c));
                 }
             }
         }
@@ -719,8 +719,10 @@ impl Scheduler {
             }
         }
         // Held chunks wait for their LAN source unless a mirror or the origin is measured
-        // faster: with none measured yet, one copy of the longest-waiting one measures it.
-        if let Some(&(_, c)) = held.first()
+        // faster: with none measured yet, one copy of a chunk held for `timeout_floor` past
+        // its deadline measures it.
+        if let Some(&(deadline, c)) = held.first()
+            && now.0 >= deadline.0.saturating_add(self.stall_period())
             && now >= self.next_probe
             && !self.chunks[c].done
             && let Some(w) = self.probe_target(c)
@@ -1050,7 +1052,9 @@ impl Scheduler {
         let overdue = self.overdue_at(s, c, asked);
         let deadline = self.sources[s].deadline(asked, self.chunks[c].need.len, &self.config);
         if overdue > deadline && self.probe_target(c).is_some() {
-            deadline.max(self.next_probe).min(overdue)
+            Millis(deadline.0.saturating_add(self.stall_period()))
+                .max(self.next_probe)
+                .min(overdue)
         } else {
             overdue
         }
@@ -1636,19 +1640,19 @@ mod tests {
         );
     }
 
-    /// A peer that passes on what its uplink brings: sixteen chunks at once every 3 s, in the
-    /// order asked (so a chunk queued behind 48 others waits 9 s, past the 5 s floor, while
-    /// the peer's rate, measured over its bursts, is high); the origin answers each chunk
+    /// A peer that sends a chunk a second, the last asked first (what it holds before what
+    /// its uplink must still bring): the first chunks asked, with little queued ahead of
+    /// them, go past their deadlines while the peer delivers. The origin answers each chunk
     /// `origin_ms` after it is asked. Returns the scheduler when done and the number of
     /// chunks asked of the origin.
     fn uplink_bound_peer(origin_ms: u64) -> (Scheduler, usize) {
-        let mut s = Scheduler::new(Config::default(), needs(300));
+        let mut s = Scheduler::new(Config::default(), needs(100));
         s.add_source(Millis(0), PEER, SourceKind::LanPeer, 64, Holdings::Any);
         s.add_source(Millis(0), ORIGIN, SourceKind::Origin, 64, Holdings::Any);
         s.start(Millis(0));
         let mut queue: VecDeque<ChunkId> = VecDeque::new();
         let mut at_origin: Vec<(u64, ChunkId)> = Vec::new();
-        let (mut now, mut next_burst, mut asked_of_origin) = (0u64, 3_000u64, 0usize);
+        let (mut now, mut next_burst, mut asked_of_origin) = (0u64, 1_000u64, 0usize);
         for _ in 0..100_000 {
             while let Some(action) = s.poll_action() {
                 match action {
@@ -1672,11 +1676,9 @@ mod tests {
                 let (_, id) = at_origin.swap_remove(pos);
                 s.handle_chunk(Millis(now), ORIGIN, &id, ChunkOutcome::Verified);
             } else {
-                next_burst += 3_000;
-                for _ in 0..16 {
-                    if let Some(id) = queue.pop_front() {
-                        s.handle_chunk(Millis(now), PEER, &id, ChunkOutcome::Verified);
-                    }
+                next_burst += 1_000;
+                if let Some(id) = queue.pop_back() {
+                    s.handle_chunk(Millis(now), PEER, &id, ChunkOutcome::Verified);
                 }
             }
         }
@@ -1694,7 +1696,7 @@ mod tests {
         assert_eq!(peer.strikes, 0);
         assert!(!peer.ever_slow);
         let report = s.report();
-        assert!(report.bytes_by_kind[&SourceKind::LanPeer] >= 299 * 65_536);
+        assert!(report.bytes_by_kind[&SourceKind::LanPeer] >= 99 * 65_536);
     }
 
     #[test]
