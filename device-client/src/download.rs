@@ -569,7 +569,7 @@ pub(crate) struct JournalFile {
     records: Vec<JournalRecord>,
 }
 
-fn open_journal(
+pub(crate) fn open_journal(
     path: &Path,
     binding: &JournalBinding,
     chunks: u64,

@@ -33,8 +33,9 @@ use crate::source::{read_exact_at, write_all_at};
 
 /// Chunks waiting for the writer.
 const COMMANDS: usize = 32;
-/// Bytes kept in memory ahead of the hashing frontier (beyond, they are read back).
-const RETAINED: usize = 8 << 20;
+/// Bytes kept in memory ahead of the hashing frontier (beyond, they are read back; little in
+/// unit tests, so that both paths run).
+const RETAINED: usize = if cfg!(test) { 4 << 10 } else { 8 << 20 };
 /// Pieces waiting for the hasher.
 const PIECES: usize = 64;
 /// Read-back pieces are at most this long (long ones are hashed on two threads).
@@ -404,4 +405,135 @@ fn hash(
     }
     // Short if the writer stopped early: it then ignores this.
     Ok(Some(check.finish()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::fs::OpenOptions;
+
+    use ota_core::chunk::{ChunkingParams, Ingest};
+    use ota_core::journal;
+    use ota_core::tuf::testkit::assume_verified;
+
+    use super::*;
+    use crate::download::open_journal;
+
+    /// An artifact of `len` pseudo-random bytes cut in small chunks: (bytes, target, verifier).
+    fn artifact(len: usize) -> (Vec<u8>, ota_core::tuf::VerifiedArtifact, ChunkVerifier) {
+        let mut data = vec![0u8; len];
+        blake3::Hasher::new()
+            .update(b"writer test")
+            .finalize_xof()
+            .fill(&mut data);
+        let mut ingest = Ingest::new(ChunkingParams::new(64, 256, 1024).unwrap());
+        let ok = |_: ota_core::chunk::CutChunk<'_>| Ok::<(), std::convert::Infallible>(());
+        ingest.update(&data, ok).unwrap();
+        let out = ingest.finish(ok).unwrap();
+        let target = assume_verified("artifacts/t.img", out.length, out.sha256, out.chunks);
+        let verifier = ChunkVerifier::new(&target, &out.index).unwrap();
+        (data, target, verifier)
+    }
+
+    /// Writes every position not in `resumed` (in reverse order: far ahead of the frontier
+    /// first), the resumed ones put in the slot beforehand from `resumed_bytes`; returns the
+    /// check and the positions journalled.
+    fn run(
+        data: &[u8],
+        target: &ota_core::tuf::VerifiedArtifact,
+        verifier: &ChunkVerifier,
+        resumed: &[u64],
+        resumed_bytes: &[u8],
+    ) -> (Checked, Vec<u64>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("slot.img");
+        let slot = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .unwrap();
+        slot.set_len(data.len() as u64).unwrap();
+        let entries = verifier.index().entries();
+        let mut done = vec![false; entries.len()];
+        for &p in resumed {
+            let e = &entries[p as usize];
+            let range = e.offset() as usize..e.offset() as usize + e.len() as usize;
+            write_all_at(&slot, &resumed_bytes[range], e.offset()).unwrap();
+            done[p as usize] = true;
+        }
+        let binding =
+            JournalBinding::new(target.path(), target.sha256(), &target.chunks().chunk_tree);
+        let journal_path = dir.path().join("t.journal");
+        let journal = open_journal(&journal_path, &binding, entries.len() as u64).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let checked = runtime.block_on(async {
+            let writer = SlotWriter::start(
+                slot,
+                path.clone(),
+                (journal, binding),
+                verifier,
+                ArtifactCheck::new(target),
+                done.clone(),
+                FlushPolicy {
+                    bytes: 8 << 10,
+                    interval: Duration::from_secs(60),
+                },
+            )
+            .unwrap();
+            for (p, e) in entries.iter().enumerate().rev() {
+                if done[p] {
+                    continue;
+                }
+                let range = e.offset() as usize..e.offset() as usize + e.len() as usize;
+                let bytes = Bytes::copy_from_slice(&data[range]);
+                writer.write(vec![p as u64], bytes).await.unwrap();
+            }
+            writer.finish().await.unwrap()
+        });
+        assert_eq!(std::fs::read(&path).unwrap().len(), data.len());
+        let (records, _) = journal::parse(
+            &std::fs::read(&journal_path).unwrap(),
+            &binding,
+            entries.len() as u64,
+        )
+        .unwrap();
+        (checked, records.iter().map(|r| r.position).collect())
+    }
+
+    #[test]
+    fn hashes_chunks_as_written_out_of_order_and_reads_back_the_rest() {
+        let (data, target, verifier) = artifact(64 << 10);
+        let count = verifier.index().len();
+        assert!(count > 20, "{count} chunks");
+        // The first three positions come from an earlier run (read back for the check); the
+        // others arrive last first, mostly beyond what is kept in memory (read back too).
+        let (checked, mut journalled) = run(&data, &target, &verifier, &[0, 1, 2], &data);
+        assert_eq!(checked, Some(Ok(())));
+        journalled.sort_unstable();
+        assert_eq!(
+            journalled,
+            (3..count).collect::<Vec<_>>(),
+            "every write journalled"
+        );
+    }
+
+    #[test]
+    fn a_byte_changed_in_a_resumed_chunk_fails_the_whole_check() {
+        let (data, target, verifier) = artifact(64 << 10);
+        // The slot holds another byte in a chunk of the earlier run: the whole check, which
+        // reads resumed chunks back, refuses the artifact.
+        let mut stale = data.clone();
+        stale[10] ^= 1;
+        let (checked, _) = run(&data, &target, &verifier, &[0, 1], &stale);
+        assert!(
+            matches!(checked, Some(Err(ArtifactError::Sha256Mismatch { .. }))),
+            "{checked:?}"
+        );
+    }
 }
