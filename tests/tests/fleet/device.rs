@@ -980,9 +980,38 @@ fn device_installs_a_release_of_several_artifacts_all_or_nothing() {
     let withheld = boot_ids[boot_ids.len() / 2];
     assert!(!others.contains(&withheld));
     let blob = ota_tests::fake_peer::blob_path(&fixture.data.join("blobs"), &withheld);
+    let before = device.active_slot();
+
+    // First the chunk is corrupt everywhere: on the origin's disk (its store checks a blob
+    // before serving it, so it withholds this one) and at a peer that serves it as stored
+    // (banned for the update and named). Nothing is installed.
+    let good = std::fs::read(&blob).unwrap();
+    let mut bad = good.clone();
+    bad[0] ^= 0xff;
+    std::fs::write(&blob, &bad).unwrap();
+    let peer = FakePeer::start(&fixture.data.join("blobs"), Mode::Honest);
+    let (code, lines, stderr) = device.update(&["--peer", &peer.peer_arg()]);
+    let done = lines.last().cloned().unwrap_or(Value::Null);
+    assert_eq!(code, 2, "{stderr}\n{done}");
+    assert_eq!(done["outcome"], "failed", "{done}");
+    assert_eq!(
+        done["reason"],
+        format!("chunk {withheld} cannot be had from any source still usable"),
+        "{done}"
+    );
+    let name = format!("peer {}", peer.addr);
+    let banned = done["banned"][&name]
+        .as_str()
+        .unwrap_or_else(|| panic!("{name} not banned: {done}"));
+    assert!(banned.contains("should hash to"), "{banned}");
+    assert_eq!(device.active_slot(), before, "the active slot is untouched");
+    assert!(device.status()["pending"].is_null());
+    drop(peer);
+    std::fs::write(&blob, &good).unwrap();
+
+    // Then withheld everywhere (the only source lost it).
     let aside = blob.with_extension("aside");
     std::fs::rename(&blob, &aside).unwrap();
-    let before = device.active_slot();
     let (code, lines, stderr) = device.update(&[]);
     let done = lines.last().cloned().unwrap_or(Value::Null);
     assert_eq!(code, 2, "{stderr}\n{done}");
