@@ -14,7 +14,8 @@
 //!
 //! Targets: throughput at least 0.7x raw quinn; peak RSS under 256 MiB. Run with
 //! `cargo bench -p ota-peer`; `OTA_BENCH_MIB` sets the volume (default 48, under the peer's
-//! 64 MiB in-memory cache), `OTA_BENCH_CONNECTIONS` the connection count (default 1000).
+//! 64 MiB in-memory cache), `OTA_BENCH_CONNECTIONS` the connection count (default 1000),
+//! `OTA_BENCH_ROUNDS` the throughput rounds (default 7; the verdict is best/best).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -32,7 +33,8 @@ use ota_net::server::{ConnInfo, Handler, Server, ServerConfig};
 
 const THROUGHPUT_TARGET: f64 = 0.7;
 const RSS_TARGET_MIB: f64 = 256.0;
-const ROUNDS: usize = 3;
+/// Paired rounds (`OTA_BENCH_ROUNDS`).
+const ROUNDS: usize = 7;
 const BATCH: usize = 64;
 const STREAMS: usize = 4;
 
@@ -134,7 +136,7 @@ async fn run() -> Result<()> {
     let client = connector.connect(peer_addr, peer_pin).await?;
 
     println!(
-        "peer serving on loopback: {} blobs, {:.1} MiB per round, best of {ROUNDS}",
+        "peer serving on loopback: {} blobs, {:.1} MiB per round",
         ids.len(),
         blob_bytes as f64 / 1048576.0
     );
@@ -150,9 +152,16 @@ async fn run() -> Result<()> {
     );
     ota_net::raw::round(&raw).await?;
 
+    // Each round measures raw quinn and the peer back to back. Other work on the machine only
+    // ever slows a pass down, so the best of several rounds of each is the steadiest estimate
+    // of what each can do: the verdict is on best/best, over 7 rounds by default (3 gave
+    // 0.65-0.86 from run to run). The rounds' own ratios and their median are printed too, to
+    // show how disturbed the run was.
+    let rounds = env_or("OTA_BENCH_ROUNDS", ROUNDS);
     let mut raw_best = 0f64;
     let mut peer_best = 0f64;
-    for round in 1..=ROUNDS {
+    let mut ratios = Vec::with_capacity(rounds);
+    for round in 1..=rounds {
         let (bytes, elapsed) = ota_net::raw::round(&raw).await?;
         let r = rate(bytes, elapsed);
         let (bytes, elapsed) = blobs_round(&client, &ids, false).await?;
@@ -161,17 +170,25 @@ async fn run() -> Result<()> {
             "received {bytes} of {blob_bytes} bytes"
         );
         let p = rate(bytes, elapsed);
-        println!("  round {round}: raw quinn {r:8.1} MiB/s   peer GetBlobs {p:8.1} MiB/s");
+        println!(
+            "  round {round}: raw quinn {r:8.1} MiB/s   peer GetBlobs {p:8.1} MiB/s   ratio {:.2}",
+            p / r
+        );
         raw_best = raw_best.max(r);
         peer_best = peer_best.max(p);
+        ratios.push(p / r);
     }
+    ratios.sort_by(f64::total_cmp);
+    let median = ratios[ratios.len() / 2];
     let ratio = peer_best / raw_best;
-    println!("raw quinn (1 stream)                                   {raw_best:8.1} MiB/s");
+    println!("raw quinn (1 stream), best                             {raw_best:8.1} MiB/s");
     println!(
-        "peer GetBlobs ({BATCH} ids/request, {STREAMS} streams)            {peer_best:8.1} MiB/s"
+        "peer GetBlobs ({BATCH} ids/request, {STREAMS} streams), best      {peer_best:8.1} MiB/s"
     );
     println!(
-        "throughput ratio {ratio:.2} (target {THROUGHPUT_TARGET:.1}x): {}",
+        "throughput ratio, best of {rounds} rounds each {ratio:.2} (rounds' own ratios: median {median:.2}, lowest {:.2}, highest {:.2}; target {THROUGHPUT_TARGET:.1}x): {}",
+        ratios[0],
+        ratios[ratios.len() - 1],
         if ratio >= THROUGHPUT_TARGET {
             "PASS"
         } else {
