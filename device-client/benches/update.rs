@@ -108,6 +108,7 @@ fn main() {
     let peak = result["peak_rss"].as_u64().unwrap_or(0);
     let _ = std::fs::remove_file(dir.path().join("inactive.img"));
     let from_slot = result["from_slot"].as_u64().unwrap_or(0);
+    let cpu = result["cpu_secs"].as_f64();
 
     // The limits: BLAKE3 on one thread, and a synced sequential write.
     let buffer = {
@@ -170,6 +171,18 @@ fn main() {
         mib_s(rate),
         100.0 * from_slot as f64 / len as f64
     );
+    if let Some(cpu) = cpu {
+        println!(
+            "  update CPU       {cpu:8.1} s user+sys ({:.2} cores busy on average; the machine's load: /proc/loadavg {})",
+            cpu / secs,
+            std::fs::read_to_string("/proc/loadavg")
+                .unwrap_or_default()
+                .split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
     println!(
         "  raw BLAKE3       {:8.1} MiB/s (one thread)",
         mib_s(blake3_rate)
@@ -271,6 +284,7 @@ fn child(dir: &Path) {
         slot_file: dir.join("inactive.img"),
         journal_file: dir.join("journal"),
     };
+    let cpu_before = cpu_secs();
     let start = Instant::now();
     let report = runtime
         .block_on(download::download(
@@ -281,6 +295,7 @@ fn child(dir: &Path) {
         ))
         .unwrap();
     let secs = start.elapsed().as_secs_f64();
+    let cpu = cpu_secs().map(|before_after| before_after - cpu_before.unwrap_or(0.0));
     let from_slot = report.bytes_by_kind.get(&SourceKind::LocalSlot).copied();
     let from_peer = report.bytes_by_kind.get(&SourceKind::LanPeer).copied();
     assert_eq!(
@@ -291,10 +306,21 @@ fn child(dir: &Path) {
         "{}",
         serde_json::json!({
             "secs": secs, "peak_rss": ota_device::update::peak_rss(),
-            "from_slot": from_slot, "duplicate_bytes": report.duplicate_bytes,
+            "from_slot": from_slot, "duplicate_bytes": report.duplicate_bytes, "cpu_secs": cpu,
         })
     );
     drop(server);
+}
+
+/// CPU time (user and system, every thread) this process used so far, from `/proc/self/stat`
+/// (in clock ticks of 1/100 s, as on Linux).
+fn cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which is in parentheses): utime is the 12th, stime the 13th.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
 }
 
 /// The bench's LAN peer: serves chunks of the active slot.
