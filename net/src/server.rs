@@ -697,3 +697,45 @@ async fn write_header(
 fn encode(response: &Response) -> Result<Vec<u8>, WriteFailure> {
     response.encode_frame().map_err(WriteFailure::Encode)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn offender_lines_are_rate_limited_and_the_held_back_are_counted() {
+        let log = OffenderLog::new();
+        for _ in 0..OFFENDER_LINES_PER_SECOND {
+            assert_eq!(log.admit(), Some(0));
+        }
+        assert_eq!(log.admit(), None);
+        assert_eq!(log.admit(), None);
+        // A second later the next line is written, with the two held back.
+        log.window.lock().unwrap().0 -= Duration::from_secs(1);
+        assert_eq!(log.admit(), Some(2));
+        assert_eq!(log.admit(), Some(0));
+    }
+
+    #[test]
+    fn each_offence_is_recorded_once_per_connection() {
+        let log = Arc::new(OffenderLog::new());
+        let offences = Offences::new("127.0.0.1:9".parse().unwrap(), 1, log.clone());
+        offences.record(Offence::Malformed, &"x");
+        offences.record(Offence::Malformed, &"y");
+        offences.record(Offence::NeverReads, &"z");
+        // Two lines admitted: one per kind.
+        assert_eq!(log.window.lock().unwrap().1, 2);
+        for _ in 0..MISSING_OFFENCE {
+            offences.missing();
+        }
+        assert_eq!(log.window.lock().unwrap().1, 2, "not yet past the bound");
+        offences.missing();
+        offences.missing();
+        assert_eq!(
+            log.window.lock().unwrap().1,
+            3,
+            "logged once past the bound"
+        );
+    }
+}
