@@ -138,7 +138,12 @@ pub fn run_live(options: &LiveOptions) -> Result<bool> {
     say("release 1: rollout to every device");
     let devices_at = sites_started.elapsed();
     let round1 = update_round(&bins, &devices, started)?;
-    let round1_done = sites_started.elapsed();
+    // Until the last device said it was done (not until the demo noticed its exit: it looks
+    // every 200 ms).
+    let round1_done = round1.values().filter_map(|o| o.done_at).max().map_or_else(
+        || sites_started.elapsed(),
+        |at| at.saturating_duration_since(sites_started),
+    );
     boot_all(&bins, &devices)?;
     let egress1 = origin.egress()? - egress0;
     ok &= check_installed(&bins, &devices, 1, &image1, &round1)?;
@@ -437,6 +442,8 @@ struct Outcome {
     bytes_by_kind: BTreeMap<String, u64>,
     banned: Vec<String>,
     exit: Option<i32>,
+    /// When the device printed its `done` event (it had installed, or given up).
+    done_at: Option<Instant>,
 }
 
 /// Runs `ota-device update --json` on every device at once, showing progress.
@@ -476,6 +483,7 @@ fn update_round(
                         }
                     }
                     Some("done") => {
+                        last.done_at = Some(Instant::now());
                         last.outcome = v["outcome"].as_str().unwrap_or("?").to_string();
                         last.reason = v["reason"].as_str().map(str::to_string);
                         if let Some(map) = v["bytes_by_kind"].as_object() {
