@@ -22,6 +22,7 @@
 //! | `nonces` | nonce | single-use request nonces bound to a connection |
 //! | `relays` | public key | site peers allowed to relay devices' signed requests |
 //! | `reports` | channel, number, handle | each device's latest install outcome per release |
+//! | `catalog_generation` | (one row) | moves with every release created and stage change |
 //!
 //! `artifacts.private` and `release_blobs.private` mark private content (see
 //! [`Catalog::private_content`]).
@@ -126,6 +127,8 @@ pub struct Catalog {
     artifacts: ArtifactsCache,
     /// Where it lives, for messages (a PostgreSQL URL without its credentials).
     location: String,
+    /// Nonce uses waiting to be recorded (see [`Catalog::use_nonce`]).
+    nonce_uses: tokio::sync::mpsc::UnboundedSender<PendingUse>,
 }
 
 /// A catalog transaction for changes that must become visible together: the TUF files of a
@@ -541,12 +544,12 @@ impl Catalog {
     ///   in WAL mode with foreign keys on, synchronous commits and a busy timeout.
     ///
     /// Request nonces are the exception to synchronous commits, and the only writes of a
-    /// check-in: on a SQLite file, one connection of their own issues and uses them, and its
+    /// check-in: on a SQLite file, one connection of their own records them, and its
     /// commits do not wait for the disk (WAL with `synchronous = NORMAL`: a process crash
     /// loses none of them, a power loss or kernel crash may lose the last ones). A lost nonce
     /// cannot let a replay through: a nonce is only accepted on the connection it was issued
     /// on (the request's signature covers that connection's channel binding too), and every
-    /// connection ends with the process that held it. Waiting for the disk twice per check-in
+    /// connection ends with the process that held it. Waiting for the disk at every check-in
     /// would cap a SQLite origin at a few hundred check-ins per second; one connection keeps
     /// nonce writes from queueing on SQLite's lock, where they would sleep and retry.
     pub async fn open(location: &str) -> Result<Self, CatalogError> {
@@ -621,11 +624,14 @@ impl Catalog {
     }
 
     fn new(backend: Backend, nonces: Backend, location: String) -> Self {
+        let (nonce_uses, pending) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(record_nonce_uses(nonces.clone(), pending));
         Self {
             backend,
             nonces,
             artifacts: Arc::default(),
             location,
+            nonce_uses,
         }
     }
 
@@ -1535,6 +1541,9 @@ impl Catalog {
     /// nonce is the table's key). The statement also reads, at that moment, whether `handle`
     /// is revoked and the release generation, so that a revocation or a stage change made
     /// before it (by any process) is never missed by what answers the request.
+    ///
+    /// Uses that arrive while others are being recorded are recorded together, in one
+    /// multi-row statement and one commit (see `record_nonce_uses`).
     pub async fn use_nonce(
         &self,
         nonce: &[u8; 32],
@@ -1543,35 +1552,23 @@ impl Catalog {
         expires_at: UnixTime,
         handle: &DeviceHandle,
     ) -> Result<Option<NonceUse>, CatalogError> {
-        const OP: &str = "use nonce";
-        let row: Option<(Option<bool>, Option<i64>)> = on_backend!(&self.nonces, |pool, _Db| {
-            sqlx::query_as(
-                "INSERT INTO nonces (nonce, binding, issued_at, expires_at, used) \
-                 VALUES ($1, $2, $3, $4, TRUE) ON CONFLICT DO NOTHING \
-                 RETURNING (SELECT revoked FROM devices WHERE handle = $5), \
-                 (SELECT generation FROM catalog_generation WHERE id = 1)",
-            )
-            .bind(hex::encode(nonce))
-            .bind(binding(exporter))
-            .bind(issued_at.0)
-            .bind(expires_at.0)
-            .bind(handle.to_hex())
-            .fetch_optional(pool)
-            .await
-            .map_err(db(OP))?
-        });
-        row.map(|(revoked, generation)| {
-            Ok(NonceUse {
-                device: match revoked {
-                    None => DeviceState::Unknown,
-                    Some(true) => DeviceState::Revoked,
-                    Some(false) => DeviceState::Enrolled,
-                },
-                generation: generation
-                    .ok_or_else(|| corrupt(OP, "catalog_generation", "no row"))?,
-            })
-        })
-        .transpose()
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let pending = PendingUse {
+            nonce: hex::encode(nonce),
+            binding: binding(exporter),
+            issued_at: issued_at.0,
+            expires_at: expires_at.0,
+            handle: handle.to_hex(),
+            reply,
+        };
+        match self.nonce_uses.send(pending) {
+            Ok(()) => answer.await.unwrap_or_else(|_| Err(nonce_recorder_gone())),
+            // The recorder's runtime ended (a catalog used from another runtime): alone.
+            Err(tokio::sync::mpsc::error::SendError(pending)) => {
+                let mut one = use_nonces(&self.nonces, std::slice::from_ref(&pending)).await?;
+                Ok(one.pop().flatten())
+            }
+        }
     }
 
     /// The release generation (see [`Catalog::use_nonce`]): it moves with every release
@@ -1958,6 +1955,176 @@ impl<'s> MigrationSource<'s> for Embedded {
             })
             .collect();
         Box::pin(async move { Ok(migrations) })
+    }
+}
+
+/// Most nonce uses recorded by one statement.
+const NONCE_BATCH_MAX: usize = 64;
+
+/// A nonce use waiting to be recorded, in its stored form, and who waits for the outcome.
+struct PendingUse {
+    nonce: String,
+    binding: String,
+    issued_at: i64,
+    expires_at: i64,
+    handle: String,
+    reply: tokio::sync::oneshot::Sender<Result<Option<NonceUse>, CatalogError>>,
+}
+
+fn nonce_recorder_gone() -> CatalogError {
+    CatalogError::Database {
+        op: "use nonce",
+        source: sqlx::Error::PoolClosed,
+    }
+}
+
+/// Records nonce uses until every [`Catalog`] clone is gone: the first waiting use and all
+/// that queued behind it (up to [`NONCE_BATCH_MAX`]) together, so that under load many
+/// check-ins share one statement and one commit, and alone none waits for another.
+async fn record_nonce_uses(
+    nonces: Backend,
+    mut pending: tokio::sync::mpsc::UnboundedReceiver<PendingUse>,
+) {
+    let mut batch = Vec::with_capacity(NONCE_BATCH_MAX);
+    while pending.recv_many(&mut batch, NONCE_BATCH_MAX).await > 0 {
+        match use_nonces(&nonces, &batch).await {
+            Ok(outcomes) => {
+                for (use_, outcome) in batch.drain(..).zip(outcomes) {
+                    let _ = use_.reply.send(Ok(outcome));
+                }
+            }
+            Err(error) => {
+                let text = error.to_string();
+                for use_ in batch.drain(..) {
+                    let _ = use_.reply.send(Err(CatalogError::Database {
+                        op: "use nonce",
+                        source: sqlx::Error::Protocol(text.clone()),
+                    }));
+                }
+            }
+        }
+    }
+}
+
+/// Records `batch` (see [`Catalog::use_nonce`]); one outcome per use, in order. A nonce named
+/// twice in the batch is used by its first use only.
+async fn use_nonces(
+    nonces: &Backend,
+    batch: &[PendingUse],
+) -> Result<Vec<Option<NonceUse>>, CatalogError> {
+    const OP: &str = "use nonce";
+    if let [one] = batch {
+        // Alone: one statement records the use and reads the device and the generation.
+        let row: Option<(Option<bool>, Option<i64>)> = on_backend!(nonces, |pool, _Db| {
+            sqlx::query_as(
+                "INSERT INTO nonces (nonce, binding, issued_at, expires_at, used) \
+                 VALUES ($1, $2, $3, $4, TRUE) ON CONFLICT DO NOTHING \
+                 RETURNING (SELECT revoked FROM devices WHERE handle = $5), \
+                 (SELECT generation FROM catalog_generation WHERE id = 1)",
+            )
+            .bind(one.nonce.as_str())
+            .bind(one.binding.as_str())
+            .bind(one.issued_at)
+            .bind(one.expires_at)
+            .bind(one.handle.as_str())
+            .fetch_optional(pool)
+            .await
+            .map_err(db(OP))?
+        });
+        let outcome = row
+            .map(|(revoked, generation)| {
+                Ok(NonceUse {
+                    device: device_state(revoked),
+                    generation: generation
+                        .ok_or_else(|| corrupt(OP, "catalog_generation", "no row"))?,
+                })
+            })
+            .transpose()?;
+        return Ok(vec![outcome]);
+    }
+    let mut first = HashMap::new();
+    for (i, use_) in batch.iter().enumerate() {
+        first.entry(use_.nonce.as_str()).or_insert(i);
+    }
+    let unique: Vec<&PendingUse> = batch
+        .iter()
+        .enumerate()
+        .filter(|(i, use_)| first.get(use_.nonce.as_str()) == Some(i))
+        .map(|(_, use_)| use_)
+        .collect();
+    // The uses first, then (after their commit) the devices and the generation: what is read
+    // is as recent as each use or more.
+    let inserted: Vec<(String,)> = on_backend!(nonces, |pool, Db| {
+        let mut query = QueryBuilder::<Db>::new(
+            "INSERT INTO nonces (nonce, binding, issued_at, expires_at, used) ",
+        );
+        query.push_values(&unique, |mut row, use_| {
+            row.push_bind(use_.nonce.as_str())
+                .push_bind(use_.binding.as_str())
+                .push_bind(use_.issued_at)
+                .push_bind(use_.expires_at)
+                .push_bind(true);
+        });
+        query.push(" ON CONFLICT DO NOTHING RETURNING nonce");
+        query
+            .build_query_as()
+            .fetch_all(pool)
+            .await
+            .map_err(db(OP))?
+    });
+    let inserted: std::collections::HashSet<String> = inserted.into_iter().map(|(n,)| n).collect();
+    let mut handles: Vec<&str> = unique
+        .iter()
+        .filter(|use_| inserted.contains(&use_.nonce))
+        .map(|use_| use_.handle.as_str())
+        .collect();
+    handles.sort_unstable();
+    handles.dedup();
+    let rows: Vec<(i64, Option<String>, Option<bool>)> = on_backend!(nonces, |pool, Db| {
+        let mut query = QueryBuilder::<Db>::new(
+            "SELECT g.generation, d.handle, d.revoked FROM catalog_generation g \
+             LEFT JOIN devices d ON d.handle IN (",
+        );
+        let mut list = query.separated(", ");
+        // `IN ()` is not SQL: an empty list names a handle that cannot exist.
+        list.push_bind("");
+        for handle in &handles {
+            list.push_bind(*handle);
+        }
+        query.push(") WHERE g.id = 1");
+        query
+            .build_query_as()
+            .fetch_all(pool)
+            .await
+            .map_err(db(OP))?
+    });
+    let generation = rows
+        .first()
+        .map(|(generation, _, _)| *generation)
+        .ok_or_else(|| corrupt(OP, "catalog_generation", "no row"))?;
+    let revoked: HashMap<String, bool> = rows
+        .into_iter()
+        .filter_map(|(_, handle, revoked)| Some((handle?, revoked?)))
+        .collect();
+    Ok(batch
+        .iter()
+        .enumerate()
+        .map(|(i, use_)| {
+            (first.get(use_.nonce.as_str()) == Some(&i) && inserted.contains(&use_.nonce)).then(
+                || NonceUse {
+                    device: device_state(revoked.get(&use_.handle).copied()),
+                    generation,
+                },
+            )
+        })
+        .collect())
+}
+
+fn device_state(revoked: Option<bool>) -> DeviceState {
+    match revoked {
+        None => DeviceState::Unknown,
+        Some(true) => DeviceState::Revoked,
+        Some(false) => DeviceState::Enrolled,
     }
 }
 

@@ -981,6 +981,30 @@ async fn nonce_use_reads_revocation_and_release_generation(db: Db) {
         let revoked = used(catalog.clone(), 4, enrolled.handle).await.unwrap();
         assert_eq!(revoked.device, DeviceState::Revoked);
 
+        // Many uses at once (recorded together): each gets its own outcome.
+        let other = device(3, stable());
+        catalog.enroll(&other, T0).await.unwrap();
+        let handles = [enrolled.handle, stranger, other.handle];
+        let states = [
+            DeviceState::Revoked,
+            DeviceState::Unknown,
+            DeviceState::Enrolled,
+        ];
+        let many: Vec<_> = (10..74u8)
+            .map(|i| tokio::spawn(used(catalog.clone(), i, handles[usize::from(i % 3)])))
+            .collect();
+        for (i, task) in (10..74u8).zip(many) {
+            let outcome = task.await.unwrap().unwrap();
+            assert_eq!(outcome.device, states[usize::from(i % 3)], "{i}");
+            assert_eq!(outcome.generation, promoted.generation, "{i}");
+        }
+        let again: Vec<_> = (10..74u8)
+            .map(|i| tokio::spawn(used(catalog.clone(), i, other.handle)))
+            .collect();
+        for task in again {
+            assert_eq!(task.await.unwrap(), None);
+        }
+
         // Racing uses of one nonce: exactly one wins.
         let racers: Vec<_> = (0..6)
             .map(|_| tokio::spawn(used(catalog.clone(), 5, stranger)))
