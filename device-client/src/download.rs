@@ -100,7 +100,8 @@ pub struct SourceUse {
     /// Why it was banned for this update, if it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub banned: Option<String>,
-    /// Why it was dropped for the update (unreachable at the start, or broke the protocol).
+    /// Why it was dropped for the update (refused at the start: another certificate than the
+    /// one pinned, or no connection could be started; unreachable ones are lost, not dropped).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dropped: Option<String>,
     /// Times its requests failed for the network (it was asked again after a backoff).
