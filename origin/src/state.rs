@@ -289,12 +289,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
 fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
+    /// Tells apart the temporary files of one process's threads.
+    static TMP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
-        ".{}.{}.tmp",
+        ".{}.{}.{}.tmp",
         path.file_name()
             .map_or_else(|| "secret".into(), |n| n.to_string_lossy()),
-        std::process::id()
+        std::process::id(),
+        TMP.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     let mut file = std::fs::OpenOptions::new()
         .write(true)

@@ -173,3 +173,32 @@ async fn a_nonce_issued_before_a_restart_is_single_use_after_it() {
         Err(ota_origin::nonce::NonceRefusal::Unknown)
     );
 }
+
+/// Processes (here threads) opening a data directory that lacks its secrets at the same time
+/// all get the same ones: each secret is written whole to a temporary file and linked to its
+/// name once.
+#[test]
+fn secrets_made_at_once_by_several_openers_agree() {
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("origin");
+    DataDir::create(&data, OriginConfig::default()).unwrap();
+    let openers: Vec<_> = (0..8)
+        .map(|_| {
+            let data = data.clone();
+            std::thread::spawn(move || DataDir::open(&data).unwrap().keys().unwrap())
+        })
+        .collect();
+    let keys: Vec<_> = openers.into_iter().map(|t| t.join().unwrap()).collect();
+    let exporter = [5u8; 32];
+    let nonce = keys[0].nonce.mint(&exporter, now(), 60, [3; 8]).unwrap();
+    for other in &keys {
+        assert_eq!(other.handle.0, keys[0].handle.0);
+        assert!(other.nonce.open(&nonce, &exporter, now()).is_ok());
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(data.join("keys"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
