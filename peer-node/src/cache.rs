@@ -330,15 +330,15 @@ impl Cache {
 
 /// Fetches `ids` upstream in one `GetBlobs` of blobs up to `max_len` bytes, verifying, storing
 /// and reporting each. A blob that does not match its id sets its upstream aside (in
-/// `settle`); with `retry`, and another upstream usable, the blob is asked of that one before
-/// the policy hears of it, so that the devices waiting for it are served rather than told it
-/// is missing.
+/// `settle`), as does a stall or a protocol breach; with `retry`, and another upstream usable,
+/// what that upstream did not give is asked of that one before the policy hears of it, so that
+/// the devices waiting for it are served rather than told it is missing.
 async fn fetch(cache: Arc<Cache>, ids: Vec<ChunkId>, max_len: u32) {
     let again = fetch_once(&cache, ids, max_len, true).await;
     if !again.is_empty() {
         info!(
             chunks = again.len(),
-            "asking another upstream for the chunks a lying upstream corrupted"
+            "asking another upstream for the chunks a lying or stalling upstream did not give"
         );
         fetch_once(&cache, again, max_len, false).await;
     }
@@ -377,15 +377,22 @@ async fn fetch_once(
     .await;
     if let Err(error) = result {
         Metrics::inc(&cache.metrics.upstream_failures);
-        if let Some(peer) = error.blamed_peer() {
+        let blamed = error.blamed_peer();
+        if let Some(peer) = blamed {
             cache.upstreams.blame(peer);
         }
         warn!(%error, unanswered = pending.len(), "upstream fetch failed");
-        cache.step(|p, now| {
-            for id in pending {
-                p.handle_upstream(now, id, UpstreamOutcome::Failed, 0);
-            }
-        });
+        // An upstream that stalled or broke the protocol is set aside; what it left unanswered
+        // is asked of the next usable one, once.
+        if retry && blamed.is_some_and(|peer| cache.upstreams.usable_besides(peer)) {
+            again.extend(pending);
+        } else {
+            cache.step(|p, now| {
+                for id in pending {
+                    p.handle_upstream(now, id, UpstreamOutcome::Failed, 0);
+                }
+            });
+        }
     }
     again
 }

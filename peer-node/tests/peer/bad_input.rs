@@ -222,3 +222,46 @@ fn stalled_upstream_fails_its_requests_and_the_peer_serves_the_rest() {
     assert!(peer.stat("upstream_failures") >= 1);
     assert_eq!(peer.stat("verification_failures"), 0);
 }
+
+/// Two upstreams, the first of which stalls on a chunk: after the stall bound the peer sets it
+/// aside and asks the second, and the device waiting for that chunk is served it.
+#[test]
+fn stalled_upstream_is_set_aside_and_the_next_one_serves_the_chunk() {
+    let rt = runtime();
+    let blobs = chunks(13, 2, 64 * 1024);
+    let (stalled, good) = blobs[0].clone();
+    let _guard = rt.enter();
+    let staller = Upstream::start(13, &blobs);
+    staller.handler.0.lock().unwrap().stall.insert(stalled);
+    let honest = Upstream::start(14, &blobs);
+    let dir = tempfile::tempdir().unwrap();
+    let peer = Peer::start(
+        &dir.path().join("peer"),
+        &staller,
+        &[
+            "--no-prefetch",
+            "--stall-timeout-secs",
+            "2",
+            "--upstream",
+            &staller.arg(),
+            "--upstream",
+            &honest.arg(),
+        ],
+    );
+    rt.block_on(async {
+        let client = peer.client().await;
+        let (got, missing) =
+            tokio::time::timeout(Duration::from_secs(60), fetch_all(&client, &[stalled]))
+                .await
+                .expect("served after the stall bound");
+        assert!(
+            missing.is_empty(),
+            "the next upstream serves the stalled chunk"
+        );
+        assert_eq!(got[&stalled], good);
+    });
+    assert_eq!(staller.handler.0.lock().unwrap().stalled, 1);
+    assert_eq!(staller.sent(&stalled), 0);
+    assert_eq!(honest.sent(&stalled), 1);
+    assert_eq!(peer.stat("upstream_failures"), 1);
+}
