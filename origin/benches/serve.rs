@@ -20,7 +20,8 @@
 //!    of `net/benches/loopback.rs`). Target at least 0.7× raw quinn.
 //! 3. **Memory of a separate `ota-origin serve`** with `OTA_BENCH_MEMORY_CONNS` (1 000)
 //!    device connections: each connects, checks in (challenge + signed check-in, answered
-//!    with a signed offer) and stays open; one in four
+//!    with a signed offer) and stays open; then all of them loop check-ins for 5 s (the
+//!    check-in rate of the real server process on held connections); then one in four
 //!    then loops check-in + `GetBlobs` of 16 chunks for `OTA_BENCH_BUSY_SECS` (6). The
 //!    server's VmRSS is sampled from `/proc` throughout; VmHWM is its peak. Target 512 MiB.
 //!
@@ -72,6 +73,8 @@ const BLOB_ROUNDS: usize = 5;
 const CONNS_PER_SOCKET: usize = 50;
 const CONNECTS_IN_FLIGHT: usize = 64;
 const BUSY_CHUNKS: usize = 16;
+/// Seconds every held connection loops check-ins against the separate server.
+const HELD_CHECKIN_SECS: u64 = 5;
 
 fn main() -> Result<()> {
     let settings = Settings {
@@ -267,6 +270,19 @@ async fn memory_phase(fixture: &Fixture, dir: &Path, settings: &Settings) -> Res
             .unwrap_or_default(),
         memory.check_ins,
         memory.blob_bytes >> 20
+    );
+    let held_rate = memory.held_check_ins as f64 / memory.held_elapsed.as_secs_f64();
+    println!(
+        "  check-ins on all {} held connections at once, {HELD_CHECKIN_SECS} s: {held_rate:.0}/s \
+         against the separate process (target {CHECKINS_TARGET:.0}/s: {})",
+        memory.connected,
+        pass(held_rate >= CHECKINS_TARGET)
+    );
+    let per = |cpu: f64| cpu * 1e6 / memory.held_check_ins.max(1) as f64;
+    println!(
+        "    CPU per check-in: server process {:.0} us, clients (this process) {:.0} us",
+        per(memory.held_cpu.0),
+        per(memory.held_cpu.1)
     );
     println!(
         "  server RSS: ready {:.1} MiB, {} connections idle {:.1} MiB, busy max {:.1} MiB; peak \
@@ -637,9 +653,14 @@ async fn check_ins(
 
 /// CPU seconds (user and system, every thread) this process has used.
 fn process_cpu() -> Result<f64> {
+    cpu_of("/proc/self/stat")
+}
+
+/// CPU seconds (user and system, every thread) of the process whose `stat` file is `stat`.
+fn cpu_of(stat: &str) -> Result<f64> {
     /// Linux reports these times in USER_HZ ticks, 100 per second.
     const TICKS_PER_SEC: f64 = 100.0;
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    let stat = std::fs::read_to_string(stat)?;
     // Fields after the command name (which may hold spaces): state is 3, utime 14, stime 15.
     let fields: Vec<&str> = stat
         .rsplit_once(')')
@@ -775,6 +796,11 @@ struct Memory {
     first_error: Option<String>,
     check_ins: usize,
     blob_bytes: u64,
+    /// Check-ins on every held connection at once, and how long they ran.
+    held_check_ins: usize,
+    held_elapsed: Duration,
+    /// CPU seconds the server process and this (client) process used meanwhile.
+    held_cpu: (f64, f64),
     ready_kib: u64,
     connected_kib: u64,
     busy_max_kib: u64,
@@ -847,6 +873,32 @@ async fn memory(fixture: &Fixture, dir: &Path, settings: &Settings) -> Result<Me
     report.connected = clients.len();
     tokio::time::sleep(Duration::from_millis(500)).await;
     report.connected_kib = vm_kib(pid, "VmRSS")?;
+
+    // Every held connection loops challenge + signed check-in, each with its own device.
+    let cpu_start = (cpu_of(&format!("/proc/{pid}/stat"))?, process_cpu()?);
+    let start = Instant::now();
+    let end = start + Duration::from_secs(HELD_CHECKIN_SECS);
+    let mut loops = JoinSet::new();
+    for (i, client) in &clients {
+        let (i, client) = (*i, client.clone());
+        let key = fixture.devices[i].clone();
+        loops.spawn(async move {
+            let mut done = 0usize;
+            while Instant::now() < end {
+                ensure!(check_in(&client, &key).await?, "no offer to device {i}");
+                done += 1;
+            }
+            Ok::<_, anyhow::Error>(done)
+        });
+    }
+    while let Some(result) = loops.join_next().await {
+        report.held_check_ins += result??;
+    }
+    report.held_elapsed = start.elapsed();
+    report.held_cpu = (
+        cpu_of(&format!("/proc/{pid}/stat"))? - cpu_start.0,
+        process_cpu()? - cpu_start.1,
+    );
 
     // One in four: check-ins and chunk fetches, while the rest stay connected.
     let end = Instant::now() + Duration::from_secs(settings.busy_secs as u64);
