@@ -12,8 +12,7 @@
 //! [`Scheduler::handle_chunk`] with [`ChunkOutcome::Verified`], `Corrupt` or `Missing`,
 //! [`Scheduler::handle_source_lost`], and [`Scheduler::handle_timeout`] at
 //! [`Scheduler::poll_timeout`]. **Outputs** ([`Scheduler::poll_action`]): batched requests,
-//! cancellations of duplicates, and the end ([`Action::Complete`], [`Action::Stuck`], or
-//! [`Action::NoProgress`] when no chunk was verified for `no_progress_limit`, 120 s).
+//! cancellations of duplicates, and the end ([`Action::Complete`] or [`Action::Stuck`]).
 //!
 //! **Policies.** Per-source concurrency (chunks in flight). Throughput measured per source.
 //! A request that takes longer than `slow_factor` times its expected time (at the source's
@@ -115,9 +114,6 @@ pub struct Config {
     /// A chunk leaves a LAN source that is still delivering for a mirror or the origin only
     /// when that source is measured at least this many times faster (see the module docs).
     pub faster_factor: u64,
-    /// Stop ([`Action::NoProgress`]) when no chunk has been verified for this long (every
-    /// source gone, stalled or backing off); 0 never stops.
-    pub no_progress_limit: u64,
 }
 
 impl Default for Config {
@@ -130,7 +126,6 @@ impl Default for Config {
             max_strikes: 3,
             max_copies: 2,
             faster_factor: 2,
-            no_progress_limit: 120_000,
         }
     }
 }
@@ -179,12 +174,6 @@ pub enum Action {
     Stuck {
         /// The chunk.
         id: ChunkId,
-    },
-    /// No chunk was verified for `no_progress_limit`: every source is gone, stalled or
-    /// backing off. The update stops here; what was verified stays (a later update resumes).
-    NoProgress {
-        /// When the last chunk was verified (or the update started).
-        since: Millis,
     },
 }
 
@@ -406,8 +395,6 @@ pub struct Scheduler {
     probe: Option<(usize, usize, Millis)>,
     /// No new measuring copy before this.
     next_probe: Millis,
-    /// When a chunk was last verified first (or the update started).
-    progress_at: Millis,
     started: bool,
     finished: bool,
 }
@@ -450,7 +437,6 @@ impl Scheduler {
             duplicate_bytes: 0,
             probe: None,
             next_probe: Millis(0),
-            progress_at: Millis(0),
             started: false,
             finished: false,
         }
@@ -460,7 +446,6 @@ impl Scheduler {
     /// added before this, so that the first one added does not take chunks a better one holds.
     pub fn start(&mut self, now: Millis) {
         self.started = true;
-        self.progress_at = now;
         self.schedule(now);
     }
 
@@ -513,18 +498,11 @@ impl Scheduler {
     }
 
     /// The earliest time [`Self::handle_timeout`] has work to do: a request's deadline, a
-    /// stall going on, the end of a backoff or of a demotion, the no-progress limit.
+    /// stall going on, the end of a backoff or of a demotion.
     pub fn poll_timeout(&self) -> Option<Millis> {
         if self.finished {
             return None;
         }
-        let give_up = (self.started && self.config.no_progress_limit > 0).then(|| {
-            Millis(
-                self.progress_at
-                    .0
-                    .saturating_add(self.config.no_progress_limit),
-            )
-        });
         let period = self.stall_period();
         let requests = self
             .sources
@@ -552,7 +530,7 @@ impl Scheduler {
             })
             .flatten()
             .min();
-        requests.into_iter().chain(sources).chain(give_up).min()
+        requests.into_iter().chain(sources).min()
     }
 
     /// A source answered for one chunk.
@@ -613,7 +591,6 @@ impl Scheduler {
                 } else {
                     src.bytes += len;
                     src.chunks += 1;
-                    self.progress_at = self.progress_at.max(now);
                     self.chunks[c].done = true;
                     self.remaining -= 1;
                     self.unqueue(c);
@@ -672,24 +649,8 @@ impl Scheduler {
         self.schedule(now);
     }
 
-    /// Time has passed: judge overdue requests and stalls, end backoffs and demotions, and
-    /// stop when nothing was verified for `no_progress_limit`.
+    /// Time has passed: judge overdue requests and stalls, end backoffs and demotions.
     pub fn handle_timeout(&mut self, now: Millis) {
-        if self.started
-            && !self.finished
-            && self.config.no_progress_limit > 0
-            && now.0
-                >= self
-                    .progress_at
-                    .0
-                    .saturating_add(self.config.no_progress_limit)
-        {
-            self.finished = true;
-            self.actions.push_back(Action::NoProgress {
-                since: self.progress_at,
-            });
-            return;
-        }
         let keep = self.config.max_strikes.saturating_sub(1);
         for src in &mut self.sources {
             if src.backoff_until.is_some_and(|t| t <= now) {
@@ -1611,12 +1572,7 @@ mod tests {
 
     #[test]
     fn a_removed_source_is_never_asked_again() {
-        // Time jumps far ahead with nothing verified: without the no-progress stop.
-        let c = Config {
-            no_progress_limit: 0,
-            ..Config::default()
-        };
-        let mut s = Scheduler::new(c, needs(10));
+        let mut s = Scheduler::new(Config::default(), needs(10));
         s.add_source(Millis(0), PEER, SourceKind::LanPeer, 16, Holdings::Any);
         s.add_source(Millis(0), ORIGIN, SourceKind::Origin, 16, Holdings::Any);
         s.start(Millis(0));
@@ -1634,12 +1590,7 @@ mod tests {
     fn a_ban_outlives_every_backoff_and_demotion() {
         let all = needs(30);
         let bad = all[0].id;
-        // Time jumps far ahead with nothing verified: without the no-progress stop.
-        let c = Config {
-            no_progress_limit: 0,
-            ..Config::default()
-        };
-        let mut s = Scheduler::new(c, all);
+        let mut s = Scheduler::new(Config::default(), all);
         s.add_source(Millis(0), PEER, SourceKind::LanPeer, 4, Holdings::Any);
         s.add_source(Millis(0), ORIGIN, SourceKind::Origin, 4, Holdings::Any);
         s.start(Millis(0));
@@ -1841,36 +1792,6 @@ mod tests {
         );
     }
 
-    #[test]
-    fn nothing_verified_for_the_limit_stops_the_update() {
-        let c = Config::default();
-        let mut s = Scheduler::new(c, needs(20));
-        s.add_source(Millis(0), ORIGIN, SourceKind::Origin, 4, Holdings::Any);
-        s.start(Millis(1_000));
-        let (first, _) = drain(&mut s);
-        // One chunk verified at 3 s, then the origin is lost again and again.
-        s.handle_chunk(Millis(3_000), ORIGIN, &first[0].1, ChunkOutcome::Verified);
-        let limit_at = 3_000 + c.no_progress_limit;
-        let mut now = 3_001;
-        let mut ended = Vec::new();
-        while ended.is_empty() {
-            s.handle_source_lost(Millis(now), ORIGIN);
-            now = s.poll_timeout().expect("a deadline while downloading").0;
-            assert!(now <= limit_at, "no stop by {limit_at} ms");
-            s.handle_timeout(Millis(now));
-            ended = drain(&mut s).1;
-        }
-        assert_eq!(now, limit_at);
-        assert_eq!(
-            ended,
-            [Action::NoProgress {
-                since: Millis(3_000)
-            }]
-        );
-        assert_eq!(s.poll_timeout(), None, "the update is over");
-        assert_eq!(s.remaining(), 19, "what was verified stays verified");
-    }
-
     proptest::proptest! {
         /// Whatever peers do (deliver, lack, corrupt), with an honest origin every update
         /// completes, each chunk is counted once, and nothing is taken from a banned peer.
@@ -1925,8 +1846,7 @@ mod tests {
             in_flight in 1usize..8,
         ) {
             let all = needs(behaviour.len() as u64);
-            // Backoffs after repeated losses may exceed the no-progress stop (tested apart).
-            let config = Config { no_progress_limit: 0, ..Config::default() };
+            let config = Config::default();
             let mut s = Scheduler::new(config, all.clone());
             for p in 0..peers {
                 s.add_source(Millis(0), SourceId(p + 1), SourceKind::LanPeer, in_flight, Holdings::Any);

@@ -39,6 +39,9 @@ const NETWORK_IN_FLIGHT: usize = 64;
 const LOCAL_IN_FLIGHT: usize = 16;
 /// Events buffered between request tasks and the download loop.
 const EVENT_QUEUE: usize = 64;
+/// An update that verifies no chunk for this long gives up (sources that back off may come
+/// back, but not forever).
+const NO_PROGRESS_LIMIT: Duration = Duration::from_secs(120);
 
 /// Why an artifact could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -343,7 +346,15 @@ pub async fn download(
 
         let (tx, mut rx) = mpsc::channel::<Event>(EVENT_QUEUE);
         let mut fetch_counts: HashMap<SourceId, u64> = HashMap::new();
+        let mut last_progress = Instant::now();
         'run: loop {
+            if last_progress.elapsed() >= NO_PROGRESS_LIMIT {
+                writer.finish().await?;
+                finish_uses(sources, &scheduler.report(), &fetch_counts);
+                return Err(DownloadError::NoProgress {
+                    secs: NO_PROGRESS_LIMIT.as_secs(),
+                });
+            }
             while let Some(action) = scheduler.poll_action() {
                 match action {
                     Action::Request { source, ids } => {
@@ -357,14 +368,6 @@ pub async fn download(
                         finish_uses(sources, &scheduler.report(), &fetch_counts);
                         return Err(DownloadError::Stuck { id });
                     }
-                    // The scheduler's no-progress stop (`Config::no_progress_limit`).
-                    Action::NoProgress { since } => {
-                        writer.finish().await?;
-                        finish_uses(sources, &scheduler.report(), &fetch_counts);
-                        return Err(DownloadError::NoProgress {
-                            secs: now().0.saturating_sub(since.0) / 1000,
-                        });
-                    }
                     // Cancel: the request's remaining answers arrive and count as duplicates.
                     _ => {}
                 }
@@ -373,16 +376,8 @@ pub async fn download(
             let event = match deadline {
                 Some(at) => {
                     let wait = Duration::from_millis(at.0.saturating_sub(now().0));
-                    // A far deadline (the scheduler's no-progress stop is always one): wake
-                    // up to flush meanwhile.
-                    match tokio::time::timeout(wait.min(JOURNAL_INTERVAL), rx.recv()).await {
+                    match tokio::time::timeout(wait, rx.recv()).await {
                         Ok(event) => event,
-                        Err(_) if wait > JOURNAL_INTERVAL => {
-                            if writer.flush().await.is_err() {
-                                return Err(stopped(writer).await);
-                            }
-                            continue;
-                        }
                         Err(_) => {
                             scheduler.handle_timeout(now());
                             continue;
@@ -431,6 +426,7 @@ pub async fn download(
                                 };
                             scheduler.handle_chunk(now(), source, &id, ChunkOutcome::Verified);
                             if fresh {
+                                last_progress = Instant::now();
                                 let by_kind =
                                     serde_json::to_value(&scheduler.report().bytes_by_kind)
                                         .unwrap_or_default();

@@ -962,21 +962,6 @@ impl<'a> Sim<'a> {
                     self.retire(d);
                     return;
                 }
-                Action::NoProgress { .. } => {
-                    // As `ota-device update` does: the update stops (what was verified stays)
-                    // and the device tries again at its next check-in, at least a second on.
-                    self.retire(d);
-                    let interval = self.sc.device.checkin_interval_us.max(1_000_000);
-                    let dev = &mut self.devices[d as usize];
-                    dev.epoch += 1;
-                    let at = if self.now < dev.phase {
-                        dev.phase
-                    } else {
-                        dev.phase + ((self.now - dev.phase) / interval + 1) * interval
-                    };
-                    self.at(at, Ev::ChurnOn(d));
-                    return;
-                }
                 _ => {}
             }
         }
