@@ -21,9 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ota_core::attest::Gate;
 use ota_core::digest::ChunkId;
-use ota_core::director::{AttestationOutcome, AttestationPolicy, DeviceHandle};
+use ota_core::director::DeviceHandle;
 use ota_core::time::UnixTime;
 use ota_core::tuf::enigm::{Channel, ReleaseNumber};
 
@@ -92,17 +91,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// The private-content gate for a check-in's attestation: the same rule as
-/// [`ota_core::attest::gate`], over the outcome the director recorded for this check-in.
-pub fn attestation_gate(mode: AttestationPolicy, outcome: Option<AttestationOutcome>) -> Gate {
-    let reason = ota_core::attest::Reason::EligibilityFailure;
-    match (mode, outcome) {
-        (AttestationPolicy::Off, _) | (_, Some(AttestationOutcome::Passed)) => Gate::Pass,
-        (AttestationPolicy::Preferred, _) => Gate::PassCounted(reason),
-        (AttestationPolicy::Required, _) => Gate::Refuse(reason),
-    }
-}
-
 impl PrivateAccess {
     /// Reads the private content again if releases were created since it was last read.
     async fn refresh(&self, catalog: &Catalog) -> Result<(), CatalogError> {
@@ -155,25 +143,23 @@ impl PrivateAccess {
         id: &ChunkId,
         now: UnixTime,
     ) -> Result<BlobAccess, CatalogError> {
-        self.refresh_or_stale(catalog).await?;
-        let known = self
-            .known
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Some(releases) = known.blobs.get(id) else {
-            return Ok(BlobAccess::Public);
-        };
-        let grants = lock(&self.grants);
-        let held = grants.by_binding.get(binding);
-        let granted = held.is_some_and(|(_, held)| {
-            held.iter()
-                .any(|(release, until)| now < *until && releases.contains(release))
-        });
-        Ok(if granted {
-            BlobAccess::Granted
-        } else {
-            BlobAccess::Refused(held.map(|(handle, _)| *handle))
+        self.read(catalog, |known| {
+            let Some(releases) = known.blobs.get(id) else {
+                return BlobAccess::Public;
+            };
+            let grants = lock(&self.grants);
+            let held = grants.by_binding.get(binding);
+            let granted = held.is_some_and(|(_, held)| {
+                held.iter()
+                    .any(|(release, until)| now < *until && releases.contains(release))
+            });
+            if granted {
+                BlobAccess::Granted
+            } else {
+                BlobAccess::Refused(held.map(|(handle, _)| *handle))
+            }
         })
+        .await
     }
 
     /// Whether the HTTP mirror must refuse blob `id` (private) or target `target`.
@@ -182,13 +168,8 @@ impl PrivateAccess {
         catalog: &Catalog,
         id: &ChunkId,
     ) -> Result<bool, CatalogError> {
-        self.refresh_or_stale(catalog).await?;
-        Ok(self
-            .known
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .blobs
-            .contains_key(id))
+        self.read(catalog, |known| known.blobs.contains_key(id))
+            .await
     }
 
     /// Whether `target` is a private artifact.
@@ -197,13 +178,8 @@ impl PrivateAccess {
         catalog: &Catalog,
         target: &str,
     ) -> Result<bool, CatalogError> {
-        self.refresh_or_stale(catalog).await?;
-        Ok(self
-            .known
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .targets
-            .contains(target))
+        self.read(catalog, |known| known.targets.contains(target))
+            .await
     }
 
     /// Whether `release` has private content.
@@ -212,13 +188,23 @@ impl PrivateAccess {
         catalog: &Catalog,
         release: &ReleaseKey,
     ) -> Result<bool, CatalogError> {
+        self.read(catalog, |known| known.private_releases.contains(release))
+            .await
+    }
+
+    /// `look` over the private content, read again first if due.
+    async fn read<T>(
+        &self,
+        catalog: &Catalog,
+        look: impl FnOnce(&Known) -> T,
+    ) -> Result<T, CatalogError> {
         self.refresh_or_stale(catalog).await?;
-        Ok(self
-            .known
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .private_releases
-            .contains(release))
+        Ok(look(
+            &self
+                .known
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        ))
     }
 
     /// Refreshes; on a catalog failure, goes on with what was read before, if anything.
@@ -267,30 +253,5 @@ impl PrivateAccess {
         entry.0 = handle;
         entry.1.retain(|(r, _)| *r != release);
         entry.1.push((release, until));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_attestation_gate_follows_the_policy() {
-        use AttestationOutcome::{Failed, Passed};
-        use AttestationPolicy::{Off, Preferred, Required};
-        for outcome in [None, Some(Passed), Some(Failed)] {
-            assert_eq!(attestation_gate(Off, outcome), Gate::Pass);
-        }
-        assert_eq!(attestation_gate(Required, Some(Passed)), Gate::Pass);
-        assert_eq!(attestation_gate(Preferred, Some(Passed)), Gate::Pass);
-        assert!(matches!(
-            attestation_gate(Required, Some(Failed)),
-            Gate::Refuse(_)
-        ));
-        assert!(matches!(attestation_gate(Required, None), Gate::Refuse(_)));
-        assert!(matches!(
-            attestation_gate(Preferred, None),
-            Gate::PassCounted(_)
-        ));
     }
 }

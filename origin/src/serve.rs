@@ -12,7 +12,7 @@ use ota_net::proto::{
 };
 use ota_net::server::{ConnInfo, Handler};
 
-use crate::access::{BlobAccess, ReleaseKey, attestation_gate};
+use crate::access::{BlobAccess, ReleaseKey};
 use crate::director::{self, RequestRefusal};
 use crate::metrics::Metrics;
 use crate::repository::Repository;
@@ -260,7 +260,7 @@ impl OriginHandler {
             .map_or(AttestationPolicy::Off, |a| {
                 a.mode(Action::PrivateContent, &release.0)
             });
-        match attestation_gate(mode, attestation) {
+        match ota_core::attest::outcome_gate(mode, attestation) {
             Gate::Refuse(reason) => {
                 Metrics::inc(&origin.metrics.private_grants_refused);
                 tracing::info!(target: "origin.serve", handle = %device.handle, "no offer: private content requires a passed attestation");

@@ -541,12 +541,29 @@ pub fn gate(
     mode: crate::director::AttestationPolicy,
     result: Option<&Result<Attested, AttestError>>,
 ) -> Gate {
+    apply(
+        mode,
+        match result {
+            Some(Ok(_)) => None,
+            Some(Err(e)) => Some(e.reason()),
+            None => Some(Reason::EligibilityFailure),
+        },
+    )
+}
+
+/// Like [`gate`], over the outcome recorded for this request's attestation (the director keeps
+/// the outcome, never the evidence): anything but a pass counts as `eligibility_failure`.
+pub fn outcome_gate(
+    mode: crate::director::AttestationPolicy,
+    outcome: Option<crate::director::AttestationOutcome>,
+) -> Gate {
+    let passed = outcome == Some(crate::director::AttestationOutcome::Passed);
+    apply(mode, (!passed).then_some(Reason::EligibilityFailure))
+}
+
+/// A policy mode applied to a failure (`None`: the attestation passed).
+fn apply(mode: crate::director::AttestationPolicy, failure: Option<Reason>) -> Gate {
     use crate::director::AttestationPolicy as Mode;
-    let failure = match result {
-        Some(Ok(_)) => None,
-        Some(Err(e)) => Some(e.reason()),
-        None => Some(Reason::EligibilityFailure),
-    };
     match (mode, failure) {
         (Mode::Off, _) | (_, None) => Gate::Pass,
         (Mode::Preferred, Some(reason)) => Gate::PassCounted(reason),
@@ -633,6 +650,21 @@ mod tests {
         assert_eq!(c.check(b"challenge"), Err(AttestError::ChallengeFormat));
         assert_eq!(AttestError::OtherNonce.reason(), Reason::Replay);
         assert_eq!(AttestError::OtherConnection.reason(), Reason::Relay);
+    }
+
+    #[test]
+    fn outcome_gate_follows_the_mode() {
+        use crate::director::AttestationOutcome::{Failed, Passed};
+        use crate::director::AttestationPolicy::{Off, Preferred, Required};
+        for outcome in [None, Some(Passed), Some(Failed)] {
+            assert_eq!(outcome_gate(Off, outcome), Gate::Pass);
+        }
+        assert_eq!(outcome_gate(Required, Some(Passed)), Gate::Pass);
+        assert_eq!(outcome_gate(Preferred, Some(Passed)), Gate::Pass);
+        let failure = Reason::EligibilityFailure;
+        assert_eq!(outcome_gate(Required, Some(Failed)), Gate::Refuse(failure));
+        assert_eq!(outcome_gate(Required, None), Gate::Refuse(failure));
+        assert_eq!(outcome_gate(Preferred, None), Gate::PassCounted(failure));
     }
 
     #[test]
