@@ -142,6 +142,18 @@ impl Netns {
         )
     }
 
+    /// Sets a sysctl of this namespace (`sysctl -w KEY=VALUE` run inside it), e.g.
+    /// `net.ipv4.ip_forward=1` for a namespace that routes between others.
+    ///
+    /// # Errors
+    /// When it fails (with its message).
+    pub fn sysctl(&self, setting: &str) -> Result<String, String> {
+        exec(
+            "ip",
+            &["netns", "exec", &self.name, "sysctl", "-q", "-w", setting],
+        )
+    }
+
     /// A command that runs `program` inside the namespace (`ip netns exec NAME PROGRAM`); add
     /// the program's arguments to it.
     pub fn command(&self, program: &Path) -> Command {
