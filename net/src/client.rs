@@ -255,10 +255,16 @@ impl Connector {
     /// Binds a local UDP socket (`0.0.0.0:0` or `[::]:0` for any). Must be called within a
     /// tokio runtime.
     pub fn bind(local: SocketAddr, config: ClientConfig) -> Result<Self, ClientError> {
-        let endpoint = Endpoint::client(local).map_err(|source| ClientError::Bind {
-            addr: local,
-            source,
-        })?;
+        let endpoint = quic::bind_udp(local)
+            .and_then(|socket| {
+                let runtime = quinn::default_runtime()
+                    .ok_or_else(|| std::io::Error::other("no async runtime found"))?;
+                Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)
+            })
+            .map_err(|source| ClientError::Bind {
+                addr: local,
+                source,
+            })?;
         Ok(Self {
             endpoint,
             config: Arc::new(config),

@@ -537,6 +537,52 @@ impl ServerCertVerifier for PinVerifier {
     }
 }
 
+/// Send and receive buffer asked for every QUIC endpoint's UDP socket. The kernel's default
+/// (about 208 KiB on Linux) overflows when one socket carries many connections: a burst of
+/// datagrams larger than the receive buffer is dropped before the endpoint reads it (seen as
+/// `RcvbufErrors`), and packets queued below the socket count against its send buffer until
+/// they leave, so a full one stalls every connection on that socket. Dropped datagrams cost a
+/// retransmission and halve a congestion window.
+pub const SOCKET_BUFFER: usize = 4 << 20;
+
+/// Binds the UDP socket of a QUIC endpoint at `addr` (dual-stack for an IPv6 address), asking
+/// for [`SOCKET_BUFFER`] bytes of send and receive buffer. The kernel caps what it grants at
+/// `net.core.wmem_max` / `net.core.rmem_max`; a smaller grant is not an error, and is logged
+/// once per process with the setting to raise.
+///
+/// # Errors
+/// When the socket cannot be made or bound.
+pub fn bind_udp(addr: std::net::SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    static SMALL: std::sync::Once = std::sync::Once::new();
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        // Not every system allows dual-stack sockets; an IPv6-only one still works for IPv6.
+        let _ = socket.set_only_v6(false);
+    }
+    // Asking more than the cap is not an error on Linux: the grant is capped.
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    let granted = (
+        socket.recv_buffer_size().unwrap_or(0),
+        socket.send_buffer_size().unwrap_or(0),
+    );
+    // Linux reports twice what it grants (the doubling covers its bookkeeping).
+    if granted.0 < SOCKET_BUFFER || granted.1 < SOCKET_BUFFER {
+        SMALL.call_once(|| {
+            tracing::info!(
+                asked = SOCKET_BUFFER,
+                receive = granted.0,
+                send = granted.1,
+                "UDP socket buffers are smaller than asked: bursts may be dropped under load \
+                 (raise net.core.rmem_max and net.core.wmem_max to at least {SOCKET_BUFFER})"
+            );
+        });
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -614,5 +660,28 @@ mod tests {
         let limits = TransportLimits::default();
         server_config(&identity, &limits).unwrap();
         client_config(identity.pin(), &limits).unwrap();
+    }
+
+    /// The sockets get the buffers asked for, as far as the kernel's caps allow (on Linux, the
+    /// cap is `net.core.rmem_max` / `wmem_max` and the reported size is twice the grant).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn endpoint_sockets_get_large_buffers_within_the_kernel_caps() {
+        let cap = |name: &str| -> usize {
+            std::fs::read_to_string(format!("/proc/sys/net/core/{name}"))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap()
+        };
+        let socket = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let socket = socket2::SockRef::from(&socket);
+        let expect = |cap: usize| 2 * SOCKET_BUFFER.min(cap);
+        assert_eq!(socket.recv_buffer_size().unwrap(), expect(cap("rmem_max")));
+        assert_eq!(socket.send_buffer_size().unwrap(), expect(cap("wmem_max")));
+        let v6 = bind_udp("[::1]:0".parse().unwrap());
+        if let Ok(v6) = v6 {
+            assert!(v6.local_addr().unwrap().is_ipv6());
+        }
     }
 }

@@ -194,7 +194,7 @@ impl Server {
             .clone()
             .unwrap_or_else(ResetSecret::generate)
             .endpoint_config();
-        let endpoint = std::net::UdpSocket::bind(addr)
+        let endpoint = quic::bind_udp(addr)
             .and_then(|socket| {
                 let runtime = quinn::default_runtime()
                     .ok_or_else(|| std::io::Error::other("no async runtime found"))?;
