@@ -21,6 +21,7 @@ use ota_core::tuf::{InMemoryKey, Key};
 pub mod fake_peer;
 pub mod netns;
 pub mod softhsm;
+pub mod udp_relay;
 
 /// A program of the workspace, as built next to the running test (`target/<profile>/NAME`).
 ///

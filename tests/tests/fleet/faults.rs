@@ -84,7 +84,7 @@ impl OriginProc {
 }
 
 /// The journal binding of release `number`'s system image, from what the release signs.
-fn binding(fixture: &OriginFixture, number: u64) -> (JournalBinding, u64) {
+pub(crate) fn binding(fixture: &OriginFixture, number: u64) -> (JournalBinding, u64) {
     let artifacts: Value = serde_json::from_slice(
         &std::fs::read(
             fixture
@@ -106,7 +106,7 @@ fn binding(fixture: &OriginFixture, number: u64) -> (JournalBinding, u64) {
 }
 
 /// The chunks a device's journal records as verified for `binding`.
-fn journalled(device: &Dev, binding: &(JournalBinding, u64)) -> HashSet<ChunkId> {
+pub(crate) fn journalled(device: &Dev, binding: &(JournalBinding, u64)) -> HashSet<ChunkId> {
     match std::fs::read(device.state.join("journal/system.journal")) {
         Ok(bytes) => journal::parse(&bytes, &binding.0, binding.1)
             .map(|(records, _)| records.into_iter().map(|r| r.id).collect())

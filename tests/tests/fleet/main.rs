@@ -11,3 +11,4 @@ mod harness;
 mod live;
 mod peer;
 mod private;
+mod silent_link;

@@ -1,0 +1,381 @@
+//! Links that go silent mid-update while every process keeps running: a [`UdpRelay`] stands
+//! for the network between a device and its origin, or between a site peer and its origin,
+//! and drops every datagram (both directions) once a set number of bytes has crossed it, then
+//! comes back. QUIC's TLS session is end to end (the relay's address is dialled with the
+//! server's pin), so the programs see nothing but a link that stops carrying anything.
+//!
+//! - A device whose only source goes silent notices (its requests make no progress for 30 s:
+//!   `source_lost`), gives the update up (`cannot be had from any source still usable`),
+//!   keeps its active slot as it was and its journal's verified chunks, and once the link is
+//!   back its next update completes without fetching again what it had verified.
+//! - A site peer whose uplink goes silent keeps serving what it holds, logs the stalled
+//!   upstream fetch (`--stall-timeout-secs`), answers what it cannot get `Missing` (the
+//!   device's update fails cleanly, resumable), and serves the rest once the link is back.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ota_core::chunk::{ChunkingParams, CutChunk, Ingest};
+use ota_core::digest::ChunkId;
+use ota_tests::udp_relay::UdpRelay;
+use ota_tests::{OriginFixture, Proc, bin, http_get, run_ok, test_image, wait_ready};
+use serde_json::Value;
+
+use crate::attacks::{Dev, published};
+use crate::faults::{binding, journalled};
+
+/// Each distinct chunk of `image` (as the origin cuts it) with its length, and the length of
+/// its chunk index.
+fn chunks_of(image: &[u8]) -> (HashMap<ChunkId, u64>, u64) {
+    let mut chunks = HashMap::new();
+    let mut sink = |c: CutChunk<'_>| -> Result<(), std::convert::Infallible> {
+        chunks.insert(*c.id(), c.bytes().len() as u64);
+        Ok(())
+    };
+    let mut ingest = Ingest::new(ChunkingParams::DEFAULT);
+    ingest.update(image, &mut sink).unwrap();
+    let done = ingest.finish(&mut sink).unwrap();
+    (chunks, done.index.len() as u64)
+}
+
+#[test]
+fn fault_link_to_the_origin_goes_silent_mid_update_the_device_keeps_its_slot_and_resumes() {
+    let temp = tempfile::tempdir().unwrap();
+    let fixture = OriginFixture::new(temp.path());
+    let v1 = test_image("silent link v1", 1 << 20);
+    let v2 = test_image("silent link v2", 12 << 20);
+    let p1 = published(temp.path(), "v1.img", &v1);
+    let p2 = published(temp.path(), "v2.img", &v2);
+    fixture.release("stable", 1, &[("system", &p1)], &[]);
+    fixture.release("stable", 2, &[("system", &p2)], &[]);
+    fixture.promote("stable", 1, &["--stable"]);
+    let served = fixture.serve();
+    let link = UdpRelay::start(served.quic);
+    // The device knows the origin by the link's address (and the origin's own pin).
+    let device = Dev::new(
+        temp.path(),
+        "device",
+        &fixture,
+        &link.addr.to_string(),
+        &served.pin,
+        "stable",
+    );
+    device.update_ok(&[]);
+    device.boot_good();
+    fixture.promote("stable", 2, &["--stable"]);
+    let before = device.active_slot();
+    let release2 = binding(&fixture, 2);
+    let (chunks, index_len) = chunks_of(&v2);
+
+    // The link dies once 7 MiB of the 12 MiB image has come through (the device has 64
+    // chunks, about 4 MiB, in flight at once, all arriving together). The device's requests
+    // stall; after 30 s without progress it gives its only source up and the update fails.
+    link.silence_after_down(7 << 20);
+    let (code, lines, stderr) = device.update(&[]);
+    let done = lines.last().cloned().unwrap_or(Value::Null);
+    assert!(
+        link.is_silent(),
+        "the update ended before the link went silent: {done}"
+    );
+    // Exit 2: the environment (no source reachable), not a verification refusal.
+    assert_eq!(code, 2, "{stderr}\n{done}");
+    assert_eq!(done["outcome"], "failed", "{done}");
+    assert_eq!(done["error_class"], "download", "{done}");
+    let reason = done["reason"].as_str().unwrap_or_default().to_string();
+    assert!(
+        reason.contains("cannot be had from any source still usable"),
+        "{done}"
+    );
+    let lost = lines
+        .iter()
+        .find(|l| l["event"] == "source_lost")
+        .unwrap_or_else(|| panic!("the device did not notice the silent link: {lines:?}"));
+    let noticed = lost["reason"].as_str().unwrap_or_default().to_string();
+    assert!(
+        noticed.ends_with("made no progress for 30s while reading a response header")
+            || noticed.ends_with("made no progress for 30s while reading a blob"),
+        "the silent link is noticed as a stall: {lost}"
+    );
+
+    // The link still silent: the active slot is as it was, nothing is pending, and the
+    // journal holds the chunks verified before the link died (some, not all).
+    assert_eq!(
+        device.active_slot(),
+        before,
+        "a stalled update touched the active slot"
+    );
+    assert!(device.status()["pending"].is_null());
+    let held = journalled(&device, &release2);
+    assert!(
+        !held.is_empty() && held.len() < chunks.len(),
+        "the journal holds part of the image: {} of {}",
+        held.len(),
+        chunks.len()
+    );
+    assert!(held.iter().all(|id| chunks.contains_key(id)));
+    let dropped = link.dropped();
+    assert!(dropped > 0, "the silent link dropped nothing");
+
+    // The link comes back: the next update resumes from the journal and completes.
+    let down_before = link.down_bytes();
+    link.restore();
+    let report = device.update_ok(&[]);
+    assert_eq!(report["release"], 2, "{report}");
+    let status = device.status();
+    assert_eq!(status["pending"]["release"], 2, "{status}");
+    let other = if status["active"] == "A" { "B" } else { "A" };
+    assert!(
+        device.image(other, "system").as_deref() == Some(&v2[..]),
+        "the pending slot holds the new signed image bit for bit"
+    );
+
+    // What crossed the link after it came back is at most what the journal did not hold
+    // (its verified chunks were not fetched again), plus framing, the chunk index and the
+    // report: 10 % and 256 KiB of slack. QUIC's ~1 % overhead is well inside it; a refetch
+    // of what was held (about 3 MiB) is not.
+    let missing: u64 = chunks
+        .iter()
+        .filter(|(id, _)| !held.contains(*id))
+        .map(|(_, len)| *len)
+        .sum::<u64>()
+        + index_len;
+    let after = link.down_bytes() - down_before;
+    let held_bytes: u64 = held.iter().map(|id| chunks[id]).sum();
+    assert!(
+        after <= missing + missing / 10 + (256 << 10),
+        "{after} bytes crossed the link after it came back; only {missing} were missing"
+    );
+    let fetched = crate::attacks::kind_bytes(&report, "origin");
+    assert!(
+        fetched <= missing,
+        "{fetched} bytes fetched on resuming; only {missing} were missing: {report}"
+    );
+    eprintln!(
+        "silent link: {noticed:?}, then {reason:?}, after {} datagrams dropped; journal held {} chunks ({held_bytes} \
+         bytes) of {}; {after} bytes after the link came back for {missing} missing",
+        dropped,
+        held.len(),
+        chunks.len()
+    );
+}
+
+/// A running `ota-peer serve` whose upstream (and relayed check-ins) go through `link`, its
+/// log in a file.
+struct SitePeer {
+    _proc: Proc,
+    quic: String,
+    pin: String,
+    metrics: String,
+    log: PathBuf,
+}
+
+impl SitePeer {
+    fn start(dir: &Path, fixture: &OriginFixture, link: &UdpRelay, origin_pin: &str) -> Self {
+        let data = dir.join("site");
+        let printed = run_ok(&bin("ota-peer"), &["pin", "--data", data.to_str().unwrap()]);
+        let public = printed
+            .lines()
+            .find_map(|l| l.strip_prefix("public_key "))
+            .unwrap()
+            .to_string();
+        fixture.origin(&[
+            "peer",
+            "enroll",
+            "--data",
+            fixture.data_str(),
+            "--public-key",
+            &public,
+            "--name",
+            "site",
+        ]);
+        let ready = dir.join("site.ready.json");
+        let log = dir.join("site.log");
+        let mut command = Command::new(bin("ota-peer"));
+        command
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics",
+                "127.0.0.1:0",
+            ])
+            .args(["--data", data.to_str().unwrap()])
+            .args([
+                "--origin",
+                &link.addr.to_string(),
+                "--origin-pin",
+                origin_pin,
+            ])
+            .args(["--ready-file", ready.to_str().unwrap()])
+            // It holds only what devices walked; a stalled upstream read fails after 2 s.
+            .args(["--no-prefetch", "--stall-timeout-secs", "2"])
+            .args(["--metadata-ttl-secs", "1"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        let mut proc = Proc::spawn("ota-peer serve", &mut command);
+        let ready = wait_ready(&mut proc, &ready);
+        Self {
+            quic: ready["quic"].as_str().unwrap().to_string(),
+            pin: ready["pin"].as_str().unwrap().to_string(),
+            metrics: format!("http://{}", ready["metrics"].as_str().unwrap()),
+            log,
+            _proc: proc,
+        }
+    }
+
+    fn stat(&self, name: &str) -> u64 {
+        let (status, body) = http_get(&self.metrics, "/stats", &[]).unwrap();
+        assert_eq!(status, 200);
+        let stats: Value = serde_json::from_slice(&body).unwrap();
+        stats[name].as_u64().unwrap()
+    }
+}
+
+/// Fetches `ids` from the peer at `quic`/`pin` on a connection of the test's own; returns how
+/// many came back and hashed to their ids (a `Missing` counts as not served).
+fn served_by(quic: &str, pin: &str, ids: &[ChunkId]) -> usize {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = ota_net::client::Client::connect(quic.parse().unwrap(), pin.parse().unwrap())
+            .await
+            .unwrap();
+        let mut good = 0;
+        // One blob per request: a request for blobs of up to the protocol's maximum length.
+        for batch in ids.chunks(1) {
+            let mut stream = client
+                .blobs(batch.to_vec(), ota_net::proto::MAX_BLOB_LEN)
+                .await
+                .unwrap();
+            while let Some(item) = stream.next().await {
+                let (id, bytes) = item.unwrap();
+                if bytes.is_some_and(|b| ChunkId::of(&b) == id) {
+                    good += 1;
+                }
+            }
+        }
+        client.close();
+        good
+    })
+}
+
+#[test]
+fn fault_peer_uplink_goes_silent_the_peer_serves_what_it_holds_and_recovers() {
+    let temp = tempfile::tempdir().unwrap();
+    let fixture = OriginFixture::new(temp.path());
+    let v1 = test_image("silent uplink v1", 2 << 20);
+    let v2 = test_image("silent uplink v2", 6 << 20);
+    let p1 = published(temp.path(), "v1.img", &v1);
+    let p2 = published(temp.path(), "v2.img", &v2);
+    fixture.release("stable", 1, &[("system", &p1)], &[]);
+    fixture.release("stable", 2, &[("system", &p2)], &[]);
+    fixture.promote("stable", 1, &["--stable"]);
+    let served = fixture.serve();
+    let uplink = UdpRelay::start(served.quic);
+    let peer = SitePeer::start(temp.path(), &fixture, &uplink, &served.pin);
+    let device = Dev::new(
+        temp.path(),
+        "device",
+        &fixture,
+        &peer.quic,
+        &peer.pin,
+        "stable",
+    );
+
+    // Release 1 through the peer: the peer now holds its chunks.
+    device.update_ok(&[]);
+    device.boot_good();
+    let (v1_chunks, _) = chunks_of(&v1);
+    let v1_ids: Vec<ChunkId> = v1_chunks.keys().copied().collect();
+
+    // Release 2: the uplink dies once 2 MiB of its 6 MiB has come through.
+    fixture.promote("stable", 2, &["--stable"]);
+    let release2 = binding(&fixture, 2);
+    let (v2_chunks, v2_index) = chunks_of(&v2);
+    let before = device.active_slot();
+    uplink.silence_after_down(2 << 20);
+    let started = Instant::now();
+    let (code, lines, stderr) = device.update(&[]);
+    let failed_after = started.elapsed();
+    let done = lines.last().cloned().unwrap_or(Value::Null);
+    assert!(
+        uplink.is_silent(),
+        "the update ended before the uplink went silent: {done}"
+    );
+    assert_eq!(code, 2, "{stderr}\n{done}");
+    assert_eq!(done["outcome"], "failed", "{done}");
+    assert_eq!(done["error_class"], "download", "{done}");
+    let reason = done["reason"].as_str().unwrap_or_default().to_string();
+    // The peer answered `Missing` for what its silent uplink did not bring.
+    assert!(
+        reason.contains("cannot be had from any source still usable"),
+        "{done}"
+    );
+    assert_eq!(
+        device.active_slot(),
+        before,
+        "the failed update touched the active slot"
+    );
+    assert!(device.status()["pending"].is_null());
+    let held = journalled(&device, &release2);
+    assert!(
+        !held.is_empty() && held.len() < v2_chunks.len(),
+        "the journal holds part of release 2: {} of {}",
+        held.len(),
+        v2_chunks.len()
+    );
+
+    // The uplink still silent: the peer serves every chunk of release 1 it holds (to a client
+    // of the test's own), logs the stalled upstream fetch and counts it.
+    assert_eq!(
+        served_by(&peer.quic, &peer.pin, &v1_ids),
+        v1_ids.len(),
+        "the peer stopped serving what it holds"
+    );
+    assert!(uplink.is_silent());
+    let stalled = |log: &str| {
+        log.lines()
+            .any(|l| l.contains("upstream fetch failed") && l.contains("made no progress for 2s"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut log = std::fs::read_to_string(&peer.log).unwrap();
+    while !stalled(&log) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        log = std::fs::read_to_string(&peer.log).unwrap();
+    }
+    assert!(stalled(&log), "the peer logs the stalled upstream:\n{log}");
+    assert!(peer.stat("upstream_failures") > 0);
+
+    // The uplink comes back: the next update completes, fetching only what it lacked.
+    uplink.restore();
+    let report = device.update_ok(&[]);
+    assert_eq!(report["release"], 2, "{report}");
+    let status = device.status();
+    let other = if status["active"] == "A" { "B" } else { "A" };
+    assert!(
+        device.image(other, "system").as_deref() == Some(&v2[..]),
+        "the pending slot holds the new signed image bit for bit"
+    );
+    let missing: u64 = v2_chunks
+        .iter()
+        .filter(|(id, _)| !held.contains(*id))
+        .map(|(_, len)| *len)
+        .sum::<u64>()
+        + v2_index;
+    let fetched =
+        crate::attacks::kind_bytes(&report, "origin") + crate::attacks::kind_bytes(&report, "peer");
+    assert!(
+        fetched <= missing,
+        "{fetched} bytes fetched on resuming; only {missing} were missing: {report}"
+    );
+    eprintln!(
+        "silent uplink: the device failed after {failed_after:?} with {reason:?}; journal held \
+         {} of {} chunks; {fetched} bytes fetched on resuming for {missing} missing",
+        held.len(),
+        v2_chunks.len()
+    );
+}
