@@ -17,8 +17,9 @@ use quinn::{Endpoint, RecvStream};
 use tracing::debug;
 
 use crate::proto::{
-    ChannelBinding, ErrorCode, MAX_RESPONSE_HEADER_LEN, MessageKind, Nonce, Refusal, RelayKey,
-    Relayed, Request, Response, Signature, SignedKind, SignedRequest, WireError,
+    ChannelBinding, ErrorCode, MAX_RESPONSE_HEADER_LEN, MessageKind, Nonce, Refusal, RelayHop,
+    RelayKey, Relayed, RelayedVia, Request, Response, Signature, SignedKind, SignedRequest,
+    WireError,
 };
 use crate::quic::{self, CertPin, ConfigError, NodeKey, SERVER_NAME, TransportLimits};
 use crate::stream::{self, ReadFailure, WriteFailure};
@@ -418,11 +419,57 @@ impl Client {
         };
         relayed.relay_signature =
             Signature(key.sign(&relayed.signing_bytes(&self.binding)).to_bytes());
-        let mut recv = self.send(&Request::Relayed(relayed)).await?;
+        self.relay_request(&Request::Relayed(relayed), "Relayed")
+            .await
+    }
+
+    /// Forwards a request that reached this peer relayed by another ([`RelayedVia`]): `via`
+    /// names the relays before this one, nearest the device first (the last one is the peer
+    /// that sent it here, with the binding of its connection to this peer and its signature
+    /// for that connection). Empty, it is [`Client::relayed`]. This peer signs
+    /// [`RelayedVia::signing_bytes`] over this connection's binding with `relay`; the
+    /// upstream answers as for [`Client::relayed`] (a regional peer re-relays it to the origin
+    /// in turn, adding this peer as a hop).
+    #[tracing::instrument(name = "net.relayed_via", skip_all, fields(peer = %self.peer, kind = kind.name(), hops = via.len()))]
+    pub async fn relayed_via(
+        &self,
+        relay: &NodeKey,
+        kind: SignedKind,
+        device_binding: ChannelBinding,
+        request: SignedRequest,
+        via: Vec<RelayHop>,
+    ) -> Result<Answer, ClientError> {
+        if via.is_empty() {
+            return self.relayed(relay, kind, device_binding, request).await;
+        }
+        use ed25519_dalek::Signer as _;
+        let key = ed25519_dalek::SigningKey::from_bytes(relay.seed());
+        let mut message = RelayedVia {
+            relayed: Relayed {
+                kind,
+                device_binding,
+                request,
+                relay_key: RelayKey(key.verifying_key().to_bytes()),
+                relay_signature: Signature([0; 64]),
+            },
+            via,
+        };
+        message.relayed.relay_signature =
+            Signature(key.sign(&message.signing_bytes(&self.binding)).to_bytes());
+        self.relay_request(&Request::RelayedVia(message), "RelayedVia")
+            .await
+    }
+
+    async fn relay_request(
+        &self,
+        request: &Request,
+        name: &'static str,
+    ) -> Result<Answer, ClientError> {
+        let mut recv = self.send(request).await?;
         let answer = match self.header(&mut recv).await? {
             Response::Signed(body) => Answer::Signed(body),
             Response::Refused(refusal) => Answer::Refused(refusal),
-            other => return Err(self.unexpected(&mut recv, "Relayed", &other)),
+            other => return Err(self.unexpected(&mut recv, name, &other)),
         };
         self.end(&mut recv).await?;
         Ok(answer)

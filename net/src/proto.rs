@@ -76,6 +76,13 @@ pub const SIGNING_DOMAIN: &[u8] = b"enigm-ota/1 signed request\0";
 /// The domain-separation prefix of [`relay_signing_bytes`].
 pub const RELAY_SIGNING_DOMAIN: &[u8] = b"enigm-ota/1 relayed request\0";
 
+/// The domain-separation prefix of [`relay_via_signing_bytes`].
+pub const RELAY_VIA_SIGNING_DOMAIN: &[u8] = b"enigm-ota/1 relayed via\0";
+
+/// Most relays a [`RelayedVia`] names besides the one sending it (a site peer under a regional
+/// peer under … the origin: a chain of at most this many plus one relays).
+pub const MAX_RELAY_HOPS: usize = 4;
+
 /// A request: the first and only frame a client writes on a stream.
 ///
 /// The postcard variant index is the wire tag: the order of the variants is part of the
@@ -112,6 +119,9 @@ pub enum Request {
     /// connection to the peer. Answer: as for the request relayed (`Signed` or `Refused`);
     /// servers that take no relayed requests answer `Refused` (501).
     Relayed(Relayed),
+    /// A peer forwards a relayed request that reached it from a peer further from the origin
+    /// (a regional peer re-relaying a site peer's `Relayed`). Answer: as for `Relayed`.
+    RelayedVia(RelayedVia),
 }
 
 /// A response header: one frame, possibly followed by raw bytes.
@@ -209,6 +219,42 @@ pub struct Relayed {
     /// The relay's Ed25519 signature over [`relay_signing_bytes`] for the relay↔origin
     /// connection this message travels on.
     pub relay_signature: Signature,
+}
+
+/// A relay further from the origin than the one sending a [`RelayedVia`]: its key, the channel
+/// binding of the connection on which it sent the request on (as the next relay measured it),
+/// and its relay signature made for that connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayHop {
+    /// The relay's node key.
+    pub relay_key: RelayKey,
+    /// The channel binding of the connection this relay sent the request on.
+    #[serde(with = "binding")]
+    pub binding: ChannelBinding,
+    /// Its signature: over [`relay_signing_bytes`] for the first hop (the relay the device
+    /// spoke to), over [`relay_via_signing_bytes`] with the hops before it for the others.
+    pub relay_signature: Signature,
+}
+
+/// A device's signed request that went through several relays (site peer → regional peer →
+/// … → the origin).
+///
+/// `via` names the relays before the sender, the one the device spoke to first, each with the
+/// binding of the connection it sent on and its signature for that connection. The sender
+/// (`relayed.relay_key`) signs [`RelayedVia::signing_bytes`] over the connection this message
+/// travels on. Each relay vouches for one thing: the binding of the connection it received
+/// the request on (the device's for the first hop, the previous relay's for the others); the
+/// origin requires every relay named to be enrolled and every signature to verify, the
+/// device's signature over `relayed.device_binding` and the nonce issued on **its own**
+/// connection with the sender (every relay relays challenges upstream on the connection it
+/// relays requests on, so the nonce the device signed was issued there).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayedVia {
+    /// The request, the device's binding, and the sender's key and signature (over
+    /// [`RelayedVia::signing_bytes`], not [`Relayed::signing_bytes`]).
+    pub relayed: Relayed,
+    /// The relays before the sender, nearest the device first: 1 to [`MAX_RELAY_HOPS`].
+    pub via: Vec<RelayHop>,
 }
 
 /// A relay's (site peer's) Ed25519 node public key.
@@ -324,6 +370,7 @@ impl Request {
             Self::GetMetadata { .. } => "GetMetadata",
             Self::GetBlobs { .. } => "GetBlobs",
             Self::Relayed(_) => "Relayed",
+            Self::RelayedVia(_) => "RelayedVia",
         }
     }
 
@@ -366,6 +413,13 @@ impl Request {
             | Self::Report(_)
             | Self::Enroll(_)
             | Self::Relayed(_) => Ok(()),
+            Self::RelayedVia(relayed) => bound(
+                what,
+                "relay hops",
+                relayed.via.len() as u64,
+                1,
+                MAX_RELAY_HOPS as u64,
+            ),
             Self::GetMetadata { name, max_len } => {
                 bound(
                     what,
@@ -549,6 +603,83 @@ impl Relayed {
             &self.request,
         )
     }
+}
+
+impl RelayedVia {
+    /// The exact bytes the sender signs for this message sent on the connection whose channel
+    /// binding is `relay_binding`. See [`relay_via_signing_bytes`].
+    pub fn signing_bytes(&self, relay_binding: &ChannelBinding) -> Vec<u8> {
+        relay_via_signing_bytes(
+            self.relayed.kind,
+            &self.relayed.relay_key,
+            relay_binding,
+            &self.relayed.device_binding,
+            &self.relayed.request,
+            &self.via,
+        )
+    }
+
+    /// The bytes relay hop `i` of `via` signed: [`relay_signing_bytes`] for the first, or
+    /// [`relay_via_signing_bytes`] with the hops before it. `None` past the end.
+    pub fn hop_signing_bytes(&self, i: usize) -> Option<Vec<u8>> {
+        let hop = self.via.get(i)?;
+        let r = &self.relayed;
+        Some(if i == 0 {
+            relay_signing_bytes(
+                r.kind,
+                &hop.relay_key,
+                &hop.binding,
+                &r.device_binding,
+                &r.request,
+            )
+        } else {
+            relay_via_signing_bytes(
+                r.kind,
+                &hop.relay_key,
+                &hop.binding,
+                &r.device_binding,
+                &r.request,
+                &self.via[..i],
+            )
+        })
+    }
+}
+
+/// The bytes a relay's signature covers in a [`RelayedVia`]:
+///
+/// ```text
+/// RELAY_VIA_SIGNING_DOMAIN  24 bytes  "enigm-ota/1 relayed via" followed by one 0x00 byte
+/// relay_signing_bytes      253 bytes  for this relay, the binding it sends on, the request
+/// hop count                  1 byte   the number of hops before this relay
+/// per hop                  128 bytes  relay_key (32), binding (32), relay_signature (64)
+/// ```
+///
+/// Every field has a fixed width and the hops are counted, so two different chains never give
+/// the same bytes, nor the bytes of a single [`Relayed`] (another domain).
+pub fn relay_via_signing_bytes(
+    kind: SignedKind,
+    relay_key: &RelayKey,
+    relay_binding: &ChannelBinding,
+    device_binding: &ChannelBinding,
+    request: &SignedRequest,
+    via: &[RelayHop],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(RELAY_VIA_SIGNING_DOMAIN.len() + 256 + 1 + 128 * via.len());
+    out.extend_from_slice(RELAY_VIA_SIGNING_DOMAIN);
+    out.extend_from_slice(&relay_signing_bytes(
+        kind,
+        relay_key,
+        relay_binding,
+        device_binding,
+        request,
+    ));
+    out.push(u8::try_from(via.len()).unwrap_or(u8::MAX));
+    for hop in via {
+        out.extend_from_slice(&hop.relay_key.0);
+        out.extend_from_slice(&hop.binding.0);
+        out.extend_from_slice(&hop.relay_signature.0);
+    }
+    out
 }
 
 /// The bytes a relay's signature covers:
@@ -1010,6 +1141,89 @@ mod tests {
         // The relay tag is the last variant: the order of variants is the wire tag.
         let frame = Request::Relayed(relayed).encode_frame().unwrap();
         assert_eq!(frame[4], 6);
+    }
+
+    #[test]
+    fn relayed_via_names_one_to_max_hops_and_its_signature_covers_them() {
+        let hop = |n: u8| RelayHop {
+            relay_key: RelayKey([n; 32]),
+            binding: ChannelBinding([n + 1; 32]),
+            relay_signature: Signature([n + 2; 64]),
+        };
+        let mut message = RelayedVia {
+            relayed: Relayed {
+                kind: SignedKind::CheckIn,
+                device_binding: ChannelBinding([4; 32]),
+                request: signed_request(),
+                relay_key: RelayKey([5; 32]),
+                relay_signature: Signature([6; 64]),
+            },
+            via: vec![hop(10)],
+        };
+        let frame = Request::RelayedVia(message.clone()).encode_frame().unwrap();
+        assert_eq!(frame[4], 7, "the variant after Relayed");
+        let (decoded, used) = Request::decode_frame(&frame).unwrap();
+        assert_eq!(used, frame.len());
+        assert_eq!(decoded, Request::RelayedVia(message.clone()));
+
+        let here = ChannelBinding([7; 32]);
+        let bytes = message.signing_bytes(&here);
+        let mut expected = RELAY_VIA_SIGNING_DOMAIN.to_vec();
+        expected.extend_from_slice(&message.relayed.signing_bytes(&here));
+        expected.push(1);
+        expected.extend_from_slice(&[10; 32]);
+        expected.extend_from_slice(&[11; 32]);
+        expected.extend_from_slice(&[12; 64]);
+        assert_eq!(bytes, expected);
+        assert_ne!(message.signing_bytes(&ChannelBinding([8; 32])), bytes);
+        // The first hop signed as a plain relay over its own connection.
+        let first = RelayedVia {
+            via: vec![],
+            ..message.clone()
+        };
+        assert_eq!(
+            message.hop_signing_bytes(0).unwrap(),
+            Relayed {
+                relay_key: RelayKey([10; 32]),
+                ..first.relayed.clone()
+            }
+            .signing_bytes(&ChannelBinding([11; 32]))
+        );
+        assert_eq!(message.hop_signing_bytes(1), None);
+
+        for hops in [0, MAX_RELAY_HOPS + 1] {
+            message.via = (0..hops as u8).map(hop).collect();
+            assert!(
+                Request::RelayedVia(message.clone()).encode_frame().is_err(),
+                "{hops} hops"
+            );
+            let mut frame = Request::RelayedVia(RelayedVia {
+                via: vec![hop(1)],
+                ..message.clone()
+            })
+            .encode_frame()
+            .unwrap();
+            // Rewrite the hop count in place (it is the varint right before the hops).
+            let count_at = frame.len() - 128 - 1;
+            assert_eq!(frame[count_at], 1);
+            frame[count_at] = hops as u8;
+            let frame = &frame[..frame.len() - 128];
+            let mut frame = frame.to_vec();
+            for _ in 0..hops {
+                frame.extend_from_slice(&[1; 32]);
+                frame.extend_from_slice(&[2; 32]);
+                frame.extend_from_slice(&[3; 64]);
+            }
+            let len = (frame.len() - 4) as u32;
+            frame[..4].copy_from_slice(&len.to_le_bytes());
+            assert!(
+                matches!(
+                    Request::decode_frame(&frame),
+                    Err(WireError::OutOfBounds { .. })
+                ),
+                "{hops} hops decoded"
+            );
+        }
     }
 
     #[test]

@@ -20,8 +20,8 @@ use tokio::task::JoinSet;
 use tracing::{Instrument as _, debug, debug_span, info, info_span, warn};
 
 use crate::proto::{
-    ChannelBinding, ErrorCode, MAX_REQUEST_LEN, MessageKind, Nonce, Refusal, Relayed, Request,
-    Response, SignedKind, SignedRequest, WireError,
+    ChannelBinding, ErrorCode, MAX_REQUEST_LEN, MessageKind, Nonce, Refusal, Relayed, RelayedVia,
+    Request, Response, SignedKind, SignedRequest, WireError,
 };
 use crate::quic::{self, CertPin, ConfigError, Identity, ResetSecret, TransportLimits};
 use crate::stream::{self, ReadFailure, WriteFailure};
@@ -69,6 +69,25 @@ pub trait Handler: Send + Sync + 'static {
             ))
         }
     }
+
+    /// Answers a device's request forwarded through several relays ([`RelayedVia`]): the
+    /// handler checks the sender's signature over [`RelayedVia::signing_bytes`]`(&conn.binding)`
+    /// and whatever else it relies on (the origin: every relay enrolled, every hop's signature,
+    /// the device's signature, the nonce); the net layer checks none of them. By default
+    /// refused with [`Refusal::NOT_SUPPORTED`].
+    fn relayed_via(
+        &self,
+        conn: &ConnInfo,
+        relayed: RelayedVia,
+    ) -> impl Future<Output = Result<Vec<u8>, Refusal>> + Send {
+        let _ = (conn, relayed);
+        async {
+            Err(Refusal::new(
+                Refusal::NOT_SUPPORTED,
+                "this server takes no requests relayed through several relays",
+            ))
+        }
+    }
 }
 
 /// A shared handler serves as well, so its owner can keep a handle on its state.
@@ -100,6 +119,14 @@ impl<H: Handler> Handler for Arc<H> {
         relayed: Relayed,
     ) -> impl Future<Output = Result<Vec<u8>, Refusal>> + Send {
         (**self).relayed(conn, relayed)
+    }
+
+    fn relayed_via(
+        &self,
+        conn: &ConnInfo,
+        relayed: RelayedVia,
+    ) -> impl Future<Output = Result<Vec<u8>, Refusal>> + Send {
+        (**self).relayed_via(conn, relayed)
     }
 }
 
@@ -662,6 +689,13 @@ async fn respond<H: Handler>(
         }
         Request::Relayed(relayed) => {
             let answer = match handler.relayed(info, relayed).await {
+                Ok(body) => Response::Signed(body),
+                Err(refusal) => Response::Refused(refusal),
+            };
+            write_header(send, &answer, stall).await
+        }
+        Request::RelayedVia(relayed) => {
+            let answer = match handler.relayed_via(info, relayed).await {
                 Ok(body) => Response::Signed(body),
                 Err(refusal) => Response::Refused(refusal),
             };

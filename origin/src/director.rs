@@ -20,7 +20,9 @@ use ota_core::director::{
     ReleaseFacts, decide,
 };
 use ota_core::time::UnixTime;
-use ota_net::proto::{ChannelBinding, Refusal, Relayed, SignedKind, SignedRequest};
+use ota_net::proto::{
+    ChannelBinding, Refusal, RelayKey, Relayed, RelayedVia, SignedKind, SignedRequest,
+};
 use ota_net::server::ConnInfo;
 
 use crate::lifecycle;
@@ -122,21 +124,57 @@ pub async fn verify_relayed(
     relayed: &Relayed,
     now: UnixTime,
 ) -> Result<DeviceRecord, RequestRefusal> {
-    let relay = origin
-        .catalog
-        .relay(&relayed.relay_key.0)
-        .await
-        .map_err(|e| unavailable(&e))?
-        .ok_or(RequestRefusal::UnknownRelay)?;
-    if relay.revoked_at.is_some() {
-        return Err(RequestRefusal::RevokedRelay);
-    }
-    let key = ed25519_dalek::VerifyingKey::from_bytes(&relayed.relay_key.0)
-        .map_err(|_| RequestRefusal::BadRelaySignature)?;
-    let signature = ed25519_dalek::Signature::from_bytes(&relayed.relay_signature.0);
-    let message = relayed.signing_bytes(&conn.binding);
-    if key.is_weak() || key.verify_strict(&message, &signature).is_err() {
-        return Err(RequestRefusal::BadRelaySignature);
+    check_relay(
+        origin,
+        &relayed.relay_key,
+        &relayed.relay_signature,
+        &relayed.signing_bytes(&conn.binding),
+    )
+    .await?;
+    verify_bound(
+        origin,
+        &relayed.device_binding,
+        &conn.binding,
+        relayed.kind,
+        &relayed.request,
+        now,
+    )
+    .await
+}
+
+/// Verify a device's request relayed through several relays on connection `conn` (see
+/// [`ota_net::proto::RelayedVia`]: a site peer, then a regional peer that sends it here);
+/// returns the enrolled device.
+///
+/// In order: the sender is enrolled, not revoked, and its signature covers this connection's
+/// binding and the hops it names; then each hop, nearest the device first: enrolled, not
+/// revoked, its signature over the binding of the connection it sent on (which the next
+/// relay, enrolled, vouches for); then every check of a direct request, with the device's
+/// signature over the device↔first-relay binding, and the nonce issued on **this** (the
+/// sender's) connection. A relay named twice is refused (a loop).
+pub async fn verify_relayed_via(
+    origin: &Origin,
+    conn: &ConnInfo,
+    message: &RelayedVia,
+    now: UnixTime,
+) -> Result<DeviceRecord, RequestRefusal> {
+    let relayed = &message.relayed;
+    check_relay(
+        origin,
+        &relayed.relay_key,
+        &relayed.relay_signature,
+        &message.signing_bytes(&conn.binding),
+    )
+    .await?;
+    let mut seen = std::collections::HashSet::from([relayed.relay_key]);
+    for (i, hop) in message.via.iter().enumerate() {
+        if !seen.insert(hop.relay_key) {
+            return Err(RequestRefusal::BadRelaySignature);
+        }
+        let bytes = message
+            .hop_signing_bytes(i)
+            .ok_or(RequestRefusal::BadRelaySignature)?;
+        check_relay(origin, &hop.relay_key, &hop.relay_signature, &bytes).await?;
     }
     verify_bound(
         origin,
@@ -147,6 +185,31 @@ pub async fn verify_relayed(
         now,
     )
     .await
+}
+
+/// A relay's key is enrolled, not revoked, and its signature over `message` verifies.
+async fn check_relay(
+    origin: &Origin,
+    relay_key: &RelayKey,
+    signature: &ota_net::proto::Signature,
+    message: &[u8],
+) -> Result<(), RequestRefusal> {
+    let relay = origin
+        .catalog
+        .relay(&relay_key.0)
+        .await
+        .map_err(|e| unavailable(&e))?
+        .ok_or(RequestRefusal::UnknownRelay)?;
+    if relay.revoked_at.is_some() {
+        return Err(RequestRefusal::RevokedRelay);
+    }
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&relay_key.0)
+        .map_err(|_| RequestRefusal::BadRelaySignature)?;
+    let signature = ed25519_dalek::Signature::from_bytes(&signature.0);
+    if key.is_weak() || key.verify_strict(message, &signature).is_err() {
+        return Err(RequestRefusal::BadRelaySignature);
+    }
+    Ok(())
 }
 
 /// The checks of a signed request whose signature covers `signed_binding` and whose nonce
@@ -191,7 +254,11 @@ async fn verify_bound(
     let minted = origin
         .keys
         .nonce
-        .open(&request.nonce.0, &nonce_binding.0, now)
+        .open(
+            &request.nonce.0,
+            &nonce_binding.0,
+            origin.cache.nonce_time(now),
+        )
         .map_err(|refusal| match refusal {
             NonceRefusal::Unknown => RequestRefusal::UnknownNonce,
             NonceRefusal::Expired => RequestRefusal::NonceExpired,

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use ota_core::digest::ChunkId;
 use ota_core::time::UnixTime;
 use ota_net::proto::{
-    ChannelBinding, MAX_BLOB_LEN, Nonce, Refusal, Relayed, SignedKind, SignedRequest,
+    ChannelBinding, MAX_BLOB_LEN, Nonce, Refusal, Relayed, RelayedVia, SignedKind, SignedRequest,
 };
 use ota_net::server::{ConnInfo, Handler};
 
@@ -41,7 +41,8 @@ impl Handler for OriginHandler {
         let mut random = [0u8; 8];
         rand_core::RngCore::try_fill_bytes(&mut rand_core::OsRng, &mut random)
             .map_err(|_| RequestRefusal::Unavailable.to_wire())?;
-        let now = (self.clock)();
+        // Nonce time, which never goes back (see `crate::nonce::NonceClock`).
+        let now = self.origin.cache.nonce_time((self.clock)());
         let nonce = self
             .origin
             .keys
@@ -109,6 +110,36 @@ impl Handler for OriginHandler {
             &device,
             &relayed.request,
             &relayed.device_binding,
+            now,
+        )
+        .await
+    }
+
+    async fn relayed_via(&self, conn: &ConnInfo, message: RelayedVia) -> Result<Vec<u8>, Refusal> {
+        let now = (self.clock)();
+        let origin = &self.origin;
+        let kind = message.relayed.kind;
+        let refused = |refusal: RequestRefusal| {
+            Metrics::inc(&origin.metrics.requests_refused);
+            tracing::info!(target: "origin.serve", remote = %conn.remote, ?kind, relay = %hex::encode(message.relayed.relay_key.0), hops = message.via.len(), %refusal, "request relayed via relays refused");
+            refusal.to_wire()
+        };
+        if !matches!(kind, SignedKind::CheckIn | SignedKind::Report) {
+            return Err(refused(RequestRefusal::NotSupported(
+                "only check-ins and reports are relayed",
+            )));
+        }
+        let device = director::verify_relayed_via(origin, conn, &message, now)
+            .await
+            .map_err(refused)?;
+        // The device signed over its connection to the first relay; this connection (the
+        // sender's) is the one granted, as for a single relay.
+        self.answer(
+            conn,
+            kind,
+            &device,
+            &message.relayed.request,
+            &message.relayed.device_binding,
             now,
         )
         .await

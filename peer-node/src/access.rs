@@ -25,7 +25,7 @@ use ota_core::digest::ChunkId;
 use ota_core::director::{CheckInAnswer, Offer};
 use ota_core::time::UnixTime;
 use ota_core::tuf::metadata::{Envelope, Root};
-use ota_net::proto::{ChannelBinding, SignedKind, SignedRequest};
+use ota_net::proto::{ChannelBinding, RelayKey, Signature, SignedKind, SignedRequest};
 
 /// A connection, named by its channel binding (the TLS exporter value): unique to one TLS
 /// session, so a grant cannot pass to a later connection (quinn's connection ids may be
@@ -83,6 +83,16 @@ pub fn device_signature_ok(
     let signature = ed25519_dalek::Signature::from_bytes(&request.signature.0);
     key.verify_strict(&request.signing_bytes(kind, binding), &signature)
         .is_ok()
+}
+
+/// Checks a relay's signature (strict Ed25519, no weak key) over `message`: the bytes it signs
+/// for the connection the request arrived on.
+pub fn relay_signature_ok(key: &RelayKey, signature: &Signature, message: &[u8]) -> bool {
+    let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(&key.0) else {
+        return false;
+    };
+    let signature = ed25519_dalek::Signature::from_bytes(&signature.0);
+    !key.is_weak() && key.verify_strict(message, &signature).is_ok()
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -7,12 +7,15 @@ use bytes::Bytes;
 use ota_core::digest::ChunkId;
 use ota_core::time::UnixTime;
 use ota_net::client::Answer;
-use ota_net::proto::{Nonce, Refusal, SignedKind, SignedRequest};
+use ota_net::proto::{
+    ChannelBinding, MAX_RELAY_HOPS, Nonce, Refusal, RelayHop, Relayed, RelayedVia, SignedKind,
+    SignedRequest,
+};
 use ota_net::quic::NodeKey;
 use ota_net::server::{ConnInfo, Handler};
 use tracing::{debug, info, warn};
 
-use crate::access::{Access, device_signature_ok};
+use crate::access::{Access, device_signature_ok, relay_signature_ok};
 use crate::cache::Cache;
 use crate::metadata::MetadataCache;
 use crate::metrics::Metrics;
@@ -51,6 +54,113 @@ fn unavailable(what: &str, error: &dyn std::fmt::Display) -> Refusal {
     )
 }
 
+/// Only check-ins and reports are relayed (enrollment is done by an operator at the origin).
+fn relayable(kind: SignedKind) -> Result<(), Refusal> {
+    if matches!(kind, SignedKind::CheckIn | SignedKind::Report) {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            Refusal::NOT_SUPPORTED,
+            format!("a peer relays CheckIn and Report only, not {}", kind.name()),
+        ))
+    }
+}
+
+impl PeerHandler {
+    /// A request relayed by the peer below on connection `conn`: the sender's relay signature
+    /// (over `signed`, the bytes it signs for this connection) and the device's signature over
+    /// the device's binding must verify here, so that this peer forwards nothing forged and
+    /// knows the sender holds its key on this very connection. It goes upstream with the
+    /// sender added as the last hop; an offer in the answer grants `conn` (the connection the
+    /// peer below fetches the release's private chunks on).
+    async fn relay_from_below(
+        &self,
+        conn: &ConnInfo,
+        relayed: Relayed,
+        mut via: Vec<RelayHop>,
+        signed: &[u8],
+    ) -> Result<Vec<u8>, Refusal> {
+        relayable(relayed.kind)?;
+        let forbidden = |what: &str| {
+            Metrics::inc(&self.metrics.relay_refused);
+            info!(remote = %conn.remote, kind = relayed.kind.name(), relay = %hex::encode(relayed.relay_key.0), "relayed request refused: {what}");
+            Err(Refusal::new(Refusal::FORBIDDEN, what.to_string()))
+        };
+        if !relay_signature_ok(&relayed.relay_key, &relayed.relay_signature, signed) {
+            return forbidden("the relay's signature does not verify over this connection");
+        }
+        if !device_signature_ok(relayed.kind, &relayed.request, &relayed.device_binding) {
+            return forbidden("the device's signature does not verify over its binding");
+        }
+        if via.len() >= MAX_RELAY_HOPS {
+            return Err(Refusal::new(
+                Refusal::BAD_REQUEST,
+                format!("more than {MAX_RELAY_HOPS} relays before the origin"),
+            ));
+        }
+        via.push(RelayHop {
+            relay_key: relayed.relay_key,
+            binding: conn.binding,
+            relay_signature: relayed.relay_signature,
+        });
+        self.relay(
+            conn,
+            relayed.kind,
+            relayed.device_binding,
+            relayed.request,
+            via,
+        )
+        .await
+    }
+
+    /// Sends a verified request upstream (to the origin, or through the peer above: see
+    /// `lib.rs`), naming the relays `via` before this peer; on an offer, grants `conn`.
+    async fn relay(
+        &self,
+        conn: &ConnInfo,
+        kind: SignedKind,
+        device_binding: ChannelBinding,
+        request: SignedRequest,
+        via: Vec<RelayHop>,
+    ) -> Result<Vec<u8>, Refusal> {
+        let hops = via.len();
+        let answer = match self
+            .origin
+            .relayed_via(&self.node_key, kind, device_binding, request.clone(), via)
+            .await
+        {
+            Ok(answer) => answer,
+            Err(e) => {
+                Metrics::inc(&self.metrics.relay_failures);
+                warn!(error = %e, "relaying a signed request");
+                self.origin.reconnect_later(&e).await;
+                return Err(unavailable("relay a request", &e));
+            }
+        };
+        Metrics::inc(&self.metrics.relayed);
+        match answer {
+            Answer::Signed(body) => {
+                if kind == SignedKind::CheckIn {
+                    match self
+                        .access
+                        .grant_from_answer(conn.binding.0, &request, &body, unix_now())
+                    {
+                        Ok(release) => {
+                            Metrics::inc(&self.metrics.access_granted);
+                            debug!(remote = %conn.remote, hops, release = %release.0, "access granted");
+                        }
+                        Err(reason) => {
+                            debug!(remote = %conn.remote, hops, %reason, "no access grant")
+                        }
+                    }
+                }
+                Ok(body)
+            }
+            Answer::Refused(refusal) => Err(refusal),
+        }
+    }
+}
+
 impl Handler for PeerHandler {
     async fn challenge(&self, conn: &ConnInfo) -> Result<Nonce, Refusal> {
         let nonce = match self.origin.challenge().await {
@@ -72,12 +182,7 @@ impl Handler for PeerHandler {
         kind: SignedKind,
         request: SignedRequest,
     ) -> Result<Vec<u8>, Refusal> {
-        if !matches!(kind, SignedKind::CheckIn | SignedKind::Report) {
-            return Err(Refusal::new(
-                Refusal::NOT_SUPPORTED,
-                format!("a peer relays CheckIn and Report only, not {}", kind.name()),
-            ));
-        }
+        relayable(kind)?;
         // The origin checks everything again; the peer checks the signature itself so that it
         // relays nothing forged and knows the device holds its key on this connection.
         if !device_signature_ok(kind, &request, &conn.binding) {
@@ -87,38 +192,22 @@ impl Handler for PeerHandler {
                 "the signature does not verify over this connection",
             ));
         }
-        let answer = match self
-            .origin
-            .relayed(&self.node_key, kind, conn.binding, request.clone())
+        self.relay(conn, kind, conn.binding, request, Vec::new())
             .await
-        {
-            Ok(answer) => answer,
-            Err(e) => {
-                Metrics::inc(&self.metrics.relay_failures);
-                warn!(error = %e, "relaying a signed request");
-                self.origin.reconnect_later(&e).await;
-                return Err(unavailable("relay a request", &e));
-            }
-        };
-        Metrics::inc(&self.metrics.relayed);
-        match answer {
-            Answer::Signed(body) => {
-                if kind == SignedKind::CheckIn {
-                    match self
-                        .access
-                        .grant_from_answer(conn.binding.0, &request, &body, unix_now())
-                    {
-                        Ok(release) => {
-                            Metrics::inc(&self.metrics.access_granted);
-                            debug!(remote = %conn.remote, release = %release.0, "access granted");
-                        }
-                        Err(reason) => debug!(remote = %conn.remote, %reason, "no access grant"),
-                    }
-                }
-                Ok(body)
-            }
-            Answer::Refused(refusal) => Err(refusal),
-        }
+    }
+
+    async fn relayed(&self, conn: &ConnInfo, relayed: Relayed) -> Result<Vec<u8>, Refusal> {
+        // A peer below this one relays a device's request: this peer forwards it upstream,
+        // naming that peer as a hop (the origin checks that it is enrolled).
+        let signed = relayed.signing_bytes(&conn.binding);
+        self.relay_from_below(conn, relayed, Vec::new(), &signed)
+            .await
+    }
+
+    async fn relayed_via(&self, conn: &ConnInfo, message: RelayedVia) -> Result<Vec<u8>, Refusal> {
+        let signed = message.signing_bytes(&conn.binding);
+        self.relay_from_below(conn, message.relayed, message.via, &signed)
+            .await
     }
 
     async fn metadata(&self, _conn: &ConnInfo, name: &str) -> Option<Bytes> {

@@ -167,18 +167,26 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         BENCH,
         config.stall_timeout,
     )?);
-    // Relays go to the origin itself. When the origin is also the only data upstream, one
-    // connection carries both: a device's relayed check-in then grants the very connection
-    // that fetches the release's private chunks (the origin serves them only there).
-    let origin = if config.upstreams == [config.origin] {
-        upstreams.clone()
-    } else {
-        Arc::new(Upstreams::new(
-            &[config.origin],
-            BENCH,
-            config.stall_timeout,
-        )?)
-    };
+    // Relays (challenges, check-ins, reports) follow the blob path, so that every hop that
+    // gates private chunks sees the offer that grants them:
+    // - the origin is the only data upstream: one connection carries both, and a device's
+    //   relayed check-in grants the very connection that fetches the release's private
+    //   chunks (the origin serves them only there);
+    // - the origin is not among the data upstreams (a site peer under a regional peer): relays
+    //   go through the upstream peers, each re-relaying to its own upstream (`RelayedVia`) and
+    //   granting the connection below on the offer;
+    // - the origin is one data upstream among others (e.g. a fallback): relays go to the
+    //   origin itself, and private chunks come from the origin's slot only if it is preferred.
+    let origin =
+        if config.upstreams == [config.origin] || !config.upstreams.contains(&config.origin) {
+            upstreams.clone()
+        } else {
+            Arc::new(Upstreams::new(
+                &[config.origin],
+                BENCH,
+                config.stall_timeout,
+            )?)
+        };
     let cache = Cache::start(
         Settings {
             policy: CacheConfig {

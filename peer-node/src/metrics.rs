@@ -59,6 +59,7 @@ counters! {
     metadata_up, "ota_peer_metadata_up_total", "Metadata files fetched from upstream.";
     relayed, "ota_peer_relayed_total", "Signed requests and challenges relayed to the origin.";
     relay_failures, "ota_peer_relay_failures_total", "Relays that failed to reach the origin.";
+    relay_refused, "ota_peer_relay_refused_total", "Requests relayed by a peer below refused here (bad relay or device signature).";
     private_refused, "ota_peer_private_refused_total", "Private chunks refused to a connection without a grant.";
     access_granted, "ota_peer_access_granted_total", "Private-content grants given to connections.";
     releases_pinned, "ota_peer_releases_pinned_total", "Releases pinned for prefetch.";

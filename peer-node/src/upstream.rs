@@ -177,19 +177,24 @@ impl Upstreams {
             .await
     }
 
-    /// Relays a device's signed request; a connection found dead is replaced once. A request
-    /// the origin did get before the connection died is refused on the retry (its nonce is
-    /// spent), so nothing is done twice.
-    pub async fn relayed(
+    /// Relays a device's signed request, naming the relays `via` before this peer (empty: the
+    /// device spoke to this peer); a connection found dead is replaced once. A request the
+    /// origin did get before the connection died is refused on the retry (its nonce is spent),
+    /// so nothing is done twice.
+    pub async fn relayed_via(
         &self,
         relay: &ota_net::quic::NodeKey,
         kind: ota_net::proto::SignedKind,
         device_binding: ota_net::proto::ChannelBinding,
         request: ota_net::proto::SignedRequest,
+        via: Vec<ota_net::proto::RelayHop>,
     ) -> Result<ota_net::client::Answer, ClientError> {
         self.with_retry(|c| {
-            let request = request.clone();
-            async move { c.relayed(relay, kind, device_binding, request).await }
+            let (request, via) = (request.clone(), via.clone());
+            async move {
+                c.relayed_via(relay, kind, device_binding, request, via)
+                    .await
+            }
         })
         .await
     }

@@ -34,24 +34,39 @@ fn chunk_ids(image: &[u8]) -> BTreeSet<ChunkId> {
 /// Starts `ota-peer serve` with the origin as upstream, its node key enrolled as a relay;
 /// returns the process, its QUIC address, pin and metrics base URL.
 fn start_peer(dir: &Path, fixture: &OriginFixture, origin: &ota_tests::Served) -> PeerProc {
-    let data = dir.join("peer");
+    start_peer_as(dir, "peer", fixture, origin, None, true)
+}
+
+/// Starts `ota-peer serve` named `name`, fetching from `upstream` (another peer) when given,
+/// else from the origin; its node key enrolled as a relay at the origin when `enroll`.
+fn start_peer_as(
+    dir: &Path,
+    name: &str,
+    fixture: &OriginFixture,
+    origin: &ota_tests::Served,
+    upstream: Option<&PeerProc>,
+    enroll: bool,
+) -> PeerProc {
+    let data = dir.join(name);
     let printed = run_ok(&bin("ota-peer"), &["pin", "--data", data.to_str().unwrap()]);
     let public = printed
         .lines()
         .find_map(|l| l.strip_prefix("public_key "))
         .unwrap()
         .to_string();
-    fixture.origin(&[
-        "peer",
-        "enroll",
-        "--data",
-        fixture.data_str(),
-        "--public-key",
-        &public,
-        "--name",
-        "site",
-    ]);
-    let ready = dir.join("peer.ready.json");
+    if enroll {
+        fixture.origin(&[
+            "peer",
+            "enroll",
+            "--data",
+            fixture.data_str(),
+            "--public-key",
+            &public,
+            "--name",
+            name,
+        ]);
+    }
+    let ready = dir.join(format!("{name}.ready.json"));
     let mut command = Command::new(bin("ota-peer"));
     command
         .args([
@@ -71,7 +86,10 @@ fn start_peer(dir: &Path, fixture: &OriginFixture, origin: &ota_tests::Served) -
         .args(["--ready-file", ready.to_str().unwrap()])
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    let mut proc = Proc::spawn("ota-peer serve", &mut command);
+    if let Some(parent) = upstream {
+        command.args(["--upstream", &format!("{}={}", parent.quic, parent.pin)]);
+    }
+    let mut proc = Proc::spawn(name, &mut command);
     let ready = wait_ready(&mut proc, &ready);
     PeerProc {
         _proc: proc,
@@ -362,4 +380,183 @@ fn private_content_requiring_attestation_is_withheld_through_the_peer() {
     assert_eq!(done["outcome"], "no_offer", "{done}");
     assert_eq!(done["reason"], reason, "{done}");
     assert!(origin_metric(&origin, "ota_origin_private_grants_refused_total") >= 2.0);
+}
+
+/// A device of the test's own: a key enrolled on a channel, a connection to a server, a
+/// check-in signed over that connection, then blob requests on the same connection.
+struct RawDevice {
+    key: ota_core::tuf::InMemoryKey,
+    device_key: ota_net::proto::DeviceKey,
+}
+
+impl RawDevice {
+    fn enrolled(fixture: &OriginFixture, seed: u8, channel: &str) -> Self {
+        let key = ota_core::tuf::InMemoryKey::ed25519_from_seed([seed; 32]);
+        let public = serde_json::to_value(key.public()).unwrap()["keyval"]["public"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        fixture.enroll(&public, channel);
+        let mut raw = [0u8; 32];
+        hex::decode_to_slice(&public, &mut raw).unwrap();
+        Self {
+            key,
+            device_key: ota_net::proto::DeviceKey(raw),
+        }
+    }
+
+    /// On one fresh connection to `addr`: checks in (the answer, or the refusal's reason),
+    /// then asks for `ids` (served, missing).
+    fn check_in_then_fetch(
+        &self,
+        addr: &str,
+        pin: &str,
+        ids: &BTreeSet<ChunkId>,
+    ) -> (
+        Result<ota_core::director::CheckInAnswer, String>,
+        (usize, usize),
+    ) {
+        use ota_net::proto::{SignedKind, SignedRequest, signing_bytes};
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let client = Client::connect(addr.parse().unwrap(), pin.parse().unwrap())
+                .await
+                .unwrap();
+            let nonce = client.challenge().await.unwrap();
+            let body =
+                serde_json::to_vec(&ota_core::director::CheckIn { installed: None }).unwrap();
+            let timestamp = ota_tests::now();
+            let message = signing_bytes(
+                SignedKind::CheckIn,
+                &self.device_key,
+                &nonce,
+                timestamp,
+                &client.channel_binding(),
+                &body,
+            );
+            let mut signature = [0u8; 64];
+            signature.copy_from_slice(&self.key.sign(&message));
+            let request = SignedRequest {
+                device_key: self.device_key,
+                nonce,
+                timestamp,
+                body,
+                signature: ota_net::proto::Signature(signature),
+            };
+            let answer = match client.signed(SignedKind::CheckIn, request).await.unwrap() {
+                ota_net::client::Answer::Signed(body) => Ok(serde_json::from_slice(&body).unwrap()),
+                ota_net::client::Answer::Refused(refusal) => Err(refusal.reason),
+            };
+            let mut stream = client
+                .blobs(ids.iter().copied().collect(), 1 << 20)
+                .await
+                .unwrap();
+            let (mut served, mut missing) = (0, 0);
+            while let Some(item) = stream.next().await {
+                match item.unwrap() {
+                    (_, Some(_)) => served += 1,
+                    (_, None) => missing += 1,
+                }
+            }
+            client.close();
+            (answer, (served, missing))
+        })
+    }
+}
+
+/// The offered release of a check-in answer (`channel/number`), or the reason for none.
+fn offered(answer: &ota_core::director::CheckInAnswer) -> Result<String, String> {
+    match answer {
+        ota_core::director::CheckInAnswer::Offer(envelope) => Ok(format!(
+            "{}/{}",
+            envelope["signed"]["channel"].as_str().unwrap(),
+            envelope["signed"]["release"]
+        )),
+        ota_core::director::CheckInAnswer::NoOffer { reason } => Err(reason.clone()),
+    }
+}
+
+/// Two levels: origin → regional peer → site peer → device. The site peer relays the device's
+/// check-in through the regional peer (which re-relays it to the origin naming the site peer as
+/// a hop), so every hop on the blob path sees the offer: the origin grants the regional peer's
+/// connection, the regional peer the site peer's, the site peer the device's, and the private
+/// release installs. Then the attacks, each answered `Missing` and counted: a connection of
+/// its own to the regional peer without a check-in; a device offered another release asking
+/// the site peer for this release's private chunks on the connection it checked in on; and a
+/// site peer that is not enrolled, whose relayed check-ins the enrolled regional peer passes on
+/// and the origin refuses (no laundering through an enrolled peer).
+#[test]
+fn a_private_release_installs_through_two_levels_of_peers_and_only_there() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+    let fixture = OriginFixture::new(dir);
+    let image = test_image("private system, two levels", 3 << 20);
+    let path = dir.join("system.img");
+    std::fs::write(&path, &image).unwrap();
+    fixture.release("stable", 1, &[("system", &path)], &["--private", "system"]);
+    fixture.promote("stable", 1, &["--stable"]);
+    let other = test_image("another channel's system", 1 << 20);
+    let other_path = dir.join("other.img");
+    std::fs::write(&other_path, &other).unwrap();
+    fixture.release("beta", 2, &[("system", &other_path)], &[]);
+    fixture.promote("beta", 2, &["--stable"]);
+    let ids = chunk_ids(&image);
+
+    let origin = fixture.serve_with(&["--admin", "127.0.0.1:0"]);
+    let regional = start_peer_as(dir, "regional", &fixture, &origin, None, true);
+    let site = start_peer_as(dir, "site", &fixture, &origin, Some(&regional), true);
+    let state = device(dir, "through-two", &fixture, &site.quic, &site.pin);
+
+    let done = update(&state);
+    assert_eq!(done["outcome"], "installed", "{done}");
+    let installed = std::fs::read(state.join("slots").join("B").join("system.img")).unwrap();
+    assert!(installed == image, "wrong image installed");
+    assert!(
+        site.stat("access_granted") >= 1,
+        "the site peer granted the device"
+    );
+    assert!(
+        regional.stat("access_granted") >= 1,
+        "the regional peer granted the site peer"
+    );
+    assert_eq!(regional.stat("relay_refused"), 0);
+
+    // A second site-side connection to the regional peer, without a check-in: Missing for
+    // every private chunk, though the regional peer holds them (it served the site peer).
+    let before = regional.stat("private_refused");
+    assert_eq!(
+        attacker_fetch(&regional.quic, &regional.pin, &ids),
+        (0, ids.len()),
+        "the regional peer served private chunks to a connection without a grant"
+    );
+    assert_eq!(regional.stat("private_refused") - before, ids.len() as u64);
+
+    // A device offered another release (beta/2) asks the site peer, on the connection its
+    // check-in granted, for this release's private chunks: Missing.
+    let beta = RawDevice::enrolled(&fixture, 0x6b, "beta");
+    let before = site.stat("private_refused");
+    let (answer, fetched) = beta.check_in_then_fetch(&site.quic, &site.pin, &ids);
+    assert_eq!(offered(&answer.unwrap()), Ok("beta/2".to_string()));
+    assert_eq!(
+        fetched,
+        (0, ids.len()),
+        "the site peer served stable/1's private chunks to a connection granted beta/2"
+    );
+    assert_eq!(site.stat("private_refused") - before, ids.len() as u64);
+
+    // A site peer the origin never enrolled, under the enrolled regional peer: the regional
+    // peer passes its relayed check-ins on (it cannot know), the origin refuses them (a hop not
+    // enrolled), so nothing is granted anywhere on the way and its device installs nothing.
+    let rogue = start_peer_as(dir, "rogue-site", &fixture, &origin, Some(&regional), false);
+    let victim = RawDevice::enrolled(&fixture, 0x6c, "stable");
+    let granted_before = regional.stat("access_granted");
+    let (answer, fetched) = victim.check_in_then_fetch(&rogue.quic, &rogue.pin, &ids);
+    let reason = answer.expect_err("a check-in through a rogue site peer is refused");
+    assert_eq!(reason, "relay not enrolled");
+    assert_eq!(regional.stat("access_granted"), granted_before);
+    assert_eq!(
+        fetched,
+        (0, ids.len()),
+        "a device of a rogue site peer got private chunks"
+    );
 }
