@@ -8,8 +8,8 @@ use ota_core::digest::ChunkId;
 use ota_core::director::CheckInAnswer;
 use ota_net::client::{Answer, Client};
 use ota_net::proto::{
-    ChannelBinding, Nonce, Refusal, RelayKey, Relayed, Request, Response, Signature, SignedKind,
-    SignedRequest,
+    ChannelBinding, Nonce, Refusal, RelayHop, RelayKey, Relayed, RelayedVia, Request, Response,
+    Signature, SignedKind, SignedRequest,
 };
 use ota_net::quic::{self, Identity, NodeKey, SERVER_NAME, TransportLimits};
 use ota_net::server::{ConnInfo, Handler, Server, ServerConfig};
@@ -353,5 +353,195 @@ async fn relayed_check_ins_and_attacks_on_the_relay_path() {
     upstream.close();
     plain.shutdown(Duration::from_secs(1)).await;
     peer.shutdown(Duration::from_secs(1)).await;
+    drop(served);
+}
+
+/// Site peer S's hop in a chain: S relayed the device's request on its connection to the
+/// regional peer, whose binding is `binding`, signing for that connection.
+fn hop(
+    s: &NodeKey,
+    binding: ChannelBinding,
+    signed_for: ChannelBinding,
+    device_binding: ChannelBinding,
+    request: &SignedRequest,
+) -> RelayHop {
+    use ed25519_dalek::Signer as _;
+    let key = ed25519_dalek::SigningKey::from_bytes(s.seed());
+    let relay_key = RelayKey(key.verifying_key().to_bytes());
+    let bytes = ota_net::proto::relay_signing_bytes(
+        SignedKind::CheckIn,
+        &relay_key,
+        &signed_for,
+        &device_binding,
+        request,
+    );
+    RelayHop {
+        relay_key,
+        binding,
+        relay_signature: Signature(key.sign(&bytes).to_bytes()),
+    }
+}
+
+/// Two levels of relays (device → site peer S → regional peer R → origin), as `RelayedVia`
+/// from R naming S as a hop: a good chain is answered; every attack on the chain gets its
+/// exact refusal (a hop not enrolled, a hop's signature made for another connection, a relay
+/// named twice, R's message sent on another connection, a replay, a revoked hop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_relayed_through_two_relays_and_attacks_on_the_chain() {
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("origin");
+    let data_s = data.to_str().unwrap();
+    let (_authorities, root, director_root) = ceremony(&data, temp.path());
+    init(&data, &root, &director_root);
+    let device = Device::new(21);
+    ok(&[
+        "device",
+        "enroll",
+        "--data",
+        data_s,
+        "--public-key",
+        &device.public_hex(),
+        "--channel",
+        "stable",
+        "--model",
+        "enigm-one",
+    ]);
+    let regional = NodeKey::from_seed([40; 32]);
+    let site = NodeKey::from_seed([41; 32]);
+    let stranger = NodeKey::from_seed([42; 32]);
+    let hex_of = |k: &NodeKey| hex::encode(Identity::from_node_key(k).unwrap().public_key());
+    for (key, name) in [(&regional, "regional"), (&site, "site")] {
+        ok(&[
+            "peer",
+            "enroll",
+            "--data",
+            data_s,
+            "--public-key",
+            &hex_of(key),
+            "--name",
+            name,
+        ]);
+    }
+
+    let served = serve(&data);
+    // R's connection to the origin, and a connection standing for the device's to S (its
+    // binding is what the device signs over).
+    let upstream = Client::connect(served.quic, served.pin).await.unwrap();
+    let device_conn = Client::connect(served.quic, served.pin).await.unwrap();
+    let device_binding = device_conn.channel_binding();
+    let s_to_r = ChannelBinding([0x55; 32]);
+    let signed = |nonce| {
+        device.sign(
+            &device_conn,
+            SignedKind::CheckIn,
+            nonce,
+            now(),
+            check_in_body(None),
+        )
+    };
+    let via_r = |request: SignedRequest, via: Vec<RelayHop>| {
+        let upstream = upstream.clone();
+        let regional = regional.clone();
+        async move {
+            upstream
+                .relayed_via(&regional, SignedKind::CheckIn, device_binding, request, via)
+                .await
+                .unwrap()
+        }
+    };
+
+    // The good chain: answered.
+    let request = signed(upstream.challenge().await.unwrap());
+    let good = vec![hop(&site, s_to_r, s_to_r, device_binding, &request)];
+    let Answer::Signed(body) = via_r(request.clone(), good.clone()).await else {
+        panic!("a check-in relayed through two enrolled relays was refused")
+    };
+    assert!(matches!(
+        serde_json::from_slice::<CheckInAnswer>(&body).unwrap(),
+        CheckInAnswer::NoOffer { .. }
+    ));
+    // Replayed: its nonce is spent.
+    assert_eq!(
+        refused_with(via_r(request, good).await).reason,
+        "nonce already used"
+    );
+
+    // A hop that is not enrolled (a rogue site peer laundering through an enrolled regional
+    // peer).
+    let request = signed(upstream.challenge().await.unwrap());
+    let rogue = vec![hop(&stranger, s_to_r, s_to_r, device_binding, &request)];
+    let refusal = refused_with(via_r(request, rogue).await);
+    assert_eq!(
+        (refusal.code, refusal.reason.as_str()),
+        (Refusal::FORBIDDEN, "relay not enrolled")
+    );
+
+    // A hop's signature made for another connection than the one R says it came on.
+    let request = signed(upstream.challenge().await.unwrap());
+    let moved = vec![hop(
+        &site,
+        s_to_r,
+        ChannelBinding([0x56; 32]),
+        device_binding,
+        &request,
+    )];
+    assert_eq!(
+        refused_with(via_r(request, moved).await).reason,
+        "bad relay signature"
+    );
+
+    // The sender named again as a hop (a loop).
+    let request = signed(upstream.challenge().await.unwrap());
+    let looped = vec![hop(&regional, s_to_r, s_to_r, device_binding, &request)];
+    assert_eq!(
+        refused_with(via_r(request, looped).await).reason,
+        "bad relay signature"
+    );
+
+    // R's message, made for R's connection, sent on another.
+    let request = signed(upstream.challenge().await.unwrap());
+    let mut stolen = RelayedVia {
+        relayed: Relayed {
+            kind: SignedKind::CheckIn,
+            device_binding,
+            relay_key: RelayKey(Identity::from_node_key(&regional).unwrap().public_key()),
+            relay_signature: Signature([0; 64]),
+            request: request.clone(),
+        },
+        via: vec![hop(&site, s_to_r, s_to_r, device_binding, &request)],
+    };
+    {
+        use ed25519_dalek::Signer as _;
+        let key = ed25519_dalek::SigningKey::from_bytes(regional.seed());
+        stolen.relayed.relay_signature = Signature(
+            key.sign(&stolen.signing_bytes(&upstream.channel_binding()))
+                .to_bytes(),
+        );
+    }
+    let Response::Refused(refusal) =
+        raw_request(served.quic, served.pin, &Request::RelayedVia(stolen)).await
+    else {
+        panic!("a request relayed via relays, signed for another connection, was not refused")
+    };
+    assert_eq!(refusal.reason, "bad relay signature");
+
+    // The site peer revoked: refused, though the regional peer is still enrolled.
+    ok(&[
+        "peer",
+        "revoke",
+        "--data",
+        data_s,
+        "--public-key",
+        &hex_of(&site),
+    ]);
+    let request = signed(upstream.challenge().await.unwrap());
+    let revoked = vec![hop(&site, s_to_r, s_to_r, device_binding, &request)];
+    assert_eq!(
+        refused_with(via_r(request, revoked).await).reason,
+        "revoked relay"
+    );
+
+    device_conn.close();
+    upstream.close();
     drop(served);
 }

@@ -17,10 +17,13 @@ use ota_core::tuf::InMemoryKey;
 use ota_core::tuf::enigm::{Channel, ReleaseNumber};
 use ota_core::tuf::metadata::{Common, RoleKeys, Root, sign_document};
 use ota_net::client::Answer;
-use ota_net::proto::{DeviceKey, Refusal, SignedKind, SignedRequest};
+use ota_net::proto::{
+    ChannelBinding, DeviceKey, Refusal, RelayKey, Relayed, Request, Response, SignedKind,
+    SignedRequest,
+};
 use serde_json::json;
 
-use crate::support::{Peer, Upstream, fetch_all, runtime};
+use crate::support::{Peer, Upstream, fetch_all, raw_request, runtime};
 
 fn now() -> UnixTime {
     UnixTime(
@@ -60,7 +63,7 @@ fn director() -> (InMemoryKey, Vec<u8>) {
 
 /// A device's signed check-in over `binding` with the nonce the peer relayed.
 fn check_in(
-    client_binding: ota_net::proto::ChannelBinding,
+    client_binding: ChannelBinding,
     nonce: ota_net::proto::Nonce,
 ) -> SignedRequest {
     let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
@@ -234,6 +237,93 @@ fn private_chunks_only_on_a_connection_with_an_offer() {
         assert_eq!(peer.stat("access_granted"), 1);
         let (got, _) = fetch_all(&stranger, &chunk_ids[..1]).await;
         assert!(got.is_empty(), "the grant is not the stranger's");
+
+        // This peer as a regional peer: a site peer below relays a device's check-in. The
+        // device signed over its own connection to the site peer; the site peer signs for its
+        // connection to this one.
+        let site_key = ota_net::quic::NodeKey::from_seed([60; 32]);
+        let site_public = RelayKey(
+            ota_net::quic::Identity::from_node_key(&site_key)
+                .unwrap()
+                .public_key(),
+        );
+        let below = peer.client().await;
+        let device_binding = ChannelBinding([0x21; 32]);
+        let request = check_in(device_binding, below.challenge().await.unwrap());
+
+        // Attack: the site peer's message, made for its own connection, sent on another.
+        let mut stolen = Relayed {
+            kind: SignedKind::CheckIn,
+            device_binding,
+            request: request.clone(),
+            relay_key: site_public,
+            relay_signature: ota_net::proto::Signature([0; 64]),
+        };
+        stolen.relay_signature = ota_net::proto::Signature(
+            ed25519_dalek::SigningKey::from_bytes(site_key.seed())
+                .sign(&stolen.signing_bytes(&below.channel_binding()))
+                .to_bytes(),
+        );
+        match raw_request(peer.quic, peer.pin, &Request::Relayed(stolen)).await {
+            Response::Refused(refusal) => assert_eq!(
+                (refusal.code, refusal.reason.as_str()),
+                (
+                    Refusal::FORBIDDEN,
+                    "the relay's signature does not verify over this connection"
+                )
+            ),
+            other => panic!("a relayed request signed for another connection: {other:?}"),
+        }
+        // Attack: the device's request passed off as another device connection's.
+        match below
+            .relayed(
+                &site_key,
+                SignedKind::CheckIn,
+                ChannelBinding([0x22; 32]),
+                request.clone(),
+            )
+            .await
+            .unwrap()
+        {
+            Answer::Refused(refusal) => assert_eq!(
+                (refusal.code, refusal.reason.as_str()),
+                (
+                    Refusal::FORBIDDEN,
+                    "the device's signature does not verify over its binding"
+                )
+            ),
+            other => panic!("a device signature over another binding: {other:?}"),
+        }
+        assert_eq!(peer.stat("relay_refused"), 2);
+        assert!(up.handler.0.lock().unwrap().relayed_via.is_empty());
+        let (got, _) = fetch_all(&below, &chunk_ids[..1]).await;
+        assert!(got.is_empty(), "no grant from a refused relay");
+
+        // The good one: forwarded upstream naming the site peer as a hop, with the binding of
+        // its connection here; the offer grants that connection.
+        let answer = below
+            .relayed(&site_key, SignedKind::CheckIn, device_binding, request)
+            .await
+            .unwrap();
+        assert!(matches!(answer, Answer::Signed(_)), "{answer:?}");
+        {
+            let state = up.handler.0.lock().unwrap();
+            assert_eq!(state.relayed_via.len(), 1);
+            let hops = &state.relayed_via[0];
+            assert_eq!(hops.len(), 1);
+            assert_eq!(hops[0].relay_key, site_public);
+            assert_eq!(hops[0].binding, below.channel_binding());
+        }
+        let (got, missing) = fetch_all(&below, &chunk_ids).await;
+        assert!(missing.is_empty());
+        assert_eq!(got.len(), chunk_ids.len());
+        assert_eq!(peer.stat("access_granted"), 2);
+        let (got, _) = fetch_all(&stranger, &chunk_ids[..1]).await;
+        assert!(
+            got.is_empty(),
+            "the site peer's grant is not the stranger's"
+        );
+        below.close();
         stranger.close();
     });
 }

@@ -33,6 +33,8 @@ pub(crate) struct UpstreamState {
     pub(crate) stall: HashSet<ChunkId>,
     /// Requests stalled so far.
     pub(crate) stalled: u32,
+    /// The hops named by each request relayed through several relays (`RelayedVia`).
+    pub(crate) relayed_via: Vec<Vec<ota_net::proto::RelayHop>>,
     nonces: u64,
 }
 
@@ -65,6 +67,19 @@ impl Handler for TestUpstream {
         let state = self.0.lock().unwrap();
         match &state.offer {
             Some(offer) => Ok(offer(relayed.request.nonce.0)),
+            None => Err(Refusal::new(Refusal::NOT_SUPPORTED, "test upstream")),
+        }
+    }
+
+    async fn relayed_via(
+        &self,
+        _conn: &ConnInfo,
+        message: ota_net::proto::RelayedVia,
+    ) -> Result<Vec<u8>, Refusal> {
+        let mut state = self.0.lock().unwrap();
+        state.relayed_via.push(message.via.clone());
+        match &state.offer {
+            Some(offer) => Ok(offer(message.relayed.request.nonce.0)),
             None => Err(Refusal::new(Refusal::NOT_SUPPORTED, "test upstream")),
         }
     }
@@ -311,4 +326,30 @@ pub(crate) fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
+}
+
+/// Sends `request` as one raw stream on a new connection to `addr` and returns the answer
+/// header (for requests [`Client`] would not make, e.g. signed for another connection).
+pub(crate) async fn raw_request(
+    addr: SocketAddr,
+    pin: CertPin,
+    request: &ota_net::proto::Request,
+) -> ota_net::proto::Response {
+    use ota_net::quic::{self, SERVER_NAME, TransportLimits};
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let config = quic::client_config(pin, &TransportLimits::default()).unwrap();
+    let connection = endpoint
+        .connect_with(config, addr, SERVER_NAME)
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    send.write_all(&request.encode_frame().unwrap())
+        .await
+        .unwrap();
+    send.finish().unwrap();
+    let answer = recv.read_to_end(64 * 1024).await.unwrap();
+    let (response, _) = ota_net::proto::Response::decode_frame(&answer).unwrap();
+    connection.close(0u32.into(), b"done");
+    response
 }
