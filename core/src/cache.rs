@@ -22,6 +22,10 @@ use serde::{Deserialize, Serialize};
 use crate::digest::ChunkId;
 use crate::fetch::Millis;
 
+/// How far back a time passed to a [`TokenBucket`] must be from the last one to be taken as
+/// the clock set back (the bucket then goes on from it) rather than calls out of order.
+const CLOCK_SET_BACK_MS: u64 = 1_000;
+
 /// A token bucket over bytes. Credit is kept in milli-bytes so that no refill is lost to
 /// rounding, however often it is polled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +53,15 @@ impl TokenBucket {
 
     fn refill(&mut self, now: Millis) {
         let elapsed = now.0.saturating_sub(self.last.0);
-        self.last = self.last.max(now);
+        // Times a little out of order (read by several threads) count no time twice. A clock
+        // set further back (the peer passes the wall clock, for its daily windows) is taken
+        // as no time passed and the bucket goes on from the new time: otherwise it would not
+        // refill until the clock came back to where it was, days perhaps.
+        self.last = if now.0.saturating_add(CLOCK_SET_BACK_MS) < self.last.0 {
+            now
+        } else {
+            self.last.max(now)
+        };
         self.credit = (self.credit + u128::from(elapsed) * u128::from(self.rate))
             .min(u128::from(self.burst) * 1000);
     }
@@ -558,6 +570,21 @@ impl CachePolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_clock_set_back_does_not_stop_the_bucket_refilling() {
+        let day = 86_400_000;
+        let mut bucket = TokenBucket::new(1000, 1000, Millis(10 * day));
+        assert!(bucket.try_take(Millis(10 * day), 1000));
+        // Calls a little out of order: no time counted twice.
+        assert!(!bucket.try_take(Millis(10 * day - 500), 1));
+        assert!(bucket.try_take(Millis(10 * day + 500), 500));
+        assert!(!bucket.try_take(Millis(10 * day + 500), 1));
+        // The clock set back a day: the bucket refills from the new time at its rate.
+        assert!(!bucket.try_take(Millis(9 * day), 1));
+        assert!(bucket.try_take(Millis(9 * day + 1000), 1000));
+        assert_eq!(bucket.ready_at(1000), Millis(9 * day + 2000));
+    }
 
     const MB: u64 = 1 << 20;
 

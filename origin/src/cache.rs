@@ -58,6 +58,8 @@ pub struct CheckInCache {
     seen: AtomicI64,
     /// When a purge of old nonces last started.
     purged_at: AtomicI64,
+    /// The time nonces are minted, opened and purged by.
+    nonce_clock: crate::nonce::NonceClock,
     director_key_id: OnceLock<KeyId>,
 }
 
@@ -69,6 +71,7 @@ impl Default for CheckInCache {
             reading: tokio::sync::Mutex::new(()),
             seen: AtomicI64::new(i64::MIN),
             purged_at: AtomicI64::new(i64::MIN),
+            nonce_clock: crate::nonce::NonceClock::default(),
             director_key_id: OnceLock::new(),
         }
     }
@@ -182,9 +185,17 @@ impl CheckInCache {
         self.director_key_id.get_or_init(compute)
     }
 
+    /// The nonce time when the wall clock reads `wall` (see [`crate::nonce::NonceClock`]:
+    /// it never goes back).
+    pub fn nonce_time(&self, wall: UnixTime) -> UnixTime {
+        self.nonce_clock.now(wall)
+    }
+
     /// Deletes, in the background, the nonce rows that expired more than
-    /// [`NONCE_PURGE_MARGIN_SECS`] before `now`, at most once per minute.
+    /// [`NONCE_PURGE_MARGIN_SECS`] before `now` (the wall clock; purged by its nonce time),
+    /// at most once per minute.
     pub fn purge_nonces(&self, catalog: &Catalog, now: UnixTime) {
+        let now = self.nonce_time(now);
         let last = self.purged_at.load(Ordering::Acquire);
         if last != i64::MIN && now.0 - last < PURGE_EVERY_SECS {
             return;

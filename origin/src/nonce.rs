@@ -142,9 +142,66 @@ impl NonceKey {
     }
 }
 
+/// The time nonces are minted, opened and purged by: the wall clock, except that it never
+/// goes back. When the wall clock is set back (by an operator, a broken time server), this
+/// clock goes on from where it was at the monotonic clock's rate until the wall clock
+/// catches up.
+///
+/// Why: a purge deletes the rows of nonces that expired by its time (less
+/// [`crate::cache::NONCE_PURGE_MARGIN_SECS`]). Were the wall clock to run days ahead, purge,
+/// and come back, a nonce used before the jump would have lost its row while its own
+/// expiry, read against the wall clock, said it was still valid: a captured request could
+/// be replayed. By this clock it expired, and is refused as such. (The request window and
+/// offers keep the wall clock: they are about the device's time, not the nonce table's.)
+#[derive(Debug, Default)]
+pub struct NonceClock {
+    /// The last wall-clock time this clock took, and when (monotonic).
+    base: std::sync::Mutex<Option<(UnixTime, std::time::Instant)>>,
+}
+
+impl NonceClock {
+    /// The nonce time when the wall clock reads `wall`.
+    pub fn now(&self, wall: UnixTime) -> UnixTime {
+        self.at(wall, std::time::Instant::now())
+    }
+
+    fn at(&self, wall: UnixTime, instant: std::time::Instant) -> UnixTime {
+        let mut base = self.base.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, when)) = *base {
+            let carried = at.plus_secs(
+                i64::try_from(instant.saturating_duration_since(when).as_secs())
+                    .unwrap_or(i64::MAX / 2),
+            );
+            if carried.0 > wall.0 {
+                return carried;
+            }
+        }
+        *base = Some((wall, instant));
+        wall
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_nonce_clock_follows_the_wall_clock_forward_and_never_goes_back() {
+        let clock = NonceClock::default();
+        let start = std::time::Instant::now();
+        let later = |secs| start + std::time::Duration::from_secs(secs);
+        assert_eq!(clock.at(NOW, start), NOW);
+        // Forward: followed, even by two days at once.
+        assert_eq!(clock.at(NOW.plus_secs(10), later(10)), NOW.plus_secs(10));
+        let ahead = NOW.plus_secs(2 * 86_400);
+        assert_eq!(clock.at(ahead, later(20)), ahead);
+        // Set back to the right time: it goes on from the jump at the monotonic rate.
+        assert_eq!(clock.at(NOW.plus_secs(30), later(30)), ahead.plus_secs(10));
+        assert_eq!(clock.at(NOW.plus_secs(90), later(90)), ahead.plus_secs(70));
+        // The wall clock catches up: followed again.
+        let caught = ahead.plus_secs(500);
+        assert_eq!(clock.at(caught, later(100)), caught);
+    }
 
     const NOW: UnixTime = UnixTime(1_800_000_000);
 

@@ -18,6 +18,7 @@ use ota_core::tuf::metadata::{
 };
 use ota_core::tuf::{InMemoryKey, Key};
 
+pub mod fake_clock;
 pub mod fake_peer;
 pub mod netns;
 pub mod softhsm;
@@ -393,6 +394,12 @@ impl OriginFixture {
 
     /// [`Self::serve`] with extra options (e.g. `["--admin", "127.0.0.1:0"]`).
     pub fn serve_with(&self, extra: &[&str]) -> Served {
+        self.serve_configured(extra, |_| {})
+    }
+
+    /// [`Self::serve_with`], the command first given to `configure` (e.g. a
+    /// [`fake_clock::FakeClock`], or its standard error sent to a file).
+    pub fn serve_configured(&self, extra: &[&str], configure: impl FnOnce(&mut Command)) -> Served {
         let ready = self.data.join("ready.json");
         let _ = std::fs::remove_file(&ready);
         let mut command = Command::new(bin("ota-origin"));
@@ -405,6 +412,7 @@ impl OriginFixture {
             .env("OTA_ADMIN_TOKEN", ADMIN_TOKEN)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        configure(&mut command);
         let mut proc = Proc::spawn("ota-origin serve", &mut command);
         let ready = wait_ready(&mut proc, &ready);
         Served {

@@ -4,6 +4,7 @@
 
 mod attacks;
 mod attestation;
+mod clock_jumps;
 mod device;
 mod emulated_sites;
 mod faults;

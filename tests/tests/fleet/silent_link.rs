@@ -161,18 +161,25 @@ fn fault_link_to_the_origin_goes_silent_mid_update_the_device_keeps_its_slot_and
     );
 }
 
-/// A running `ota-peer serve` whose upstream (and relayed check-ins) go through `link`, its
-/// log in a file.
-struct SitePeer {
+/// A running `ota-peer serve` enrolled as a relay, its log in a file.
+pub(crate) struct SitePeer {
     _proc: Proc,
-    quic: String,
-    pin: String,
+    pub(crate) quic: String,
+    pub(crate) pin: String,
     metrics: String,
-    log: PathBuf,
+    pub(crate) log: PathBuf,
 }
 
 impl SitePeer {
-    fn start(dir: &Path, fixture: &OriginFixture, link: &UdpRelay, origin_pin: &str) -> Self {
+    /// Enrolls the peer and starts it with `origin` (ADDR, PIN) as its origin and `extra`
+    /// options, the command first given to `configure`.
+    pub(crate) fn start(
+        dir: &Path,
+        fixture: &OriginFixture,
+        origin: (&str, &str),
+        extra: &[&str],
+        configure: impl FnOnce(&mut Command),
+    ) -> Self {
         let data = dir.join("site");
         let printed = run_ok(&bin("ota-peer"), &["pin", "--data", data.to_str().unwrap()]);
         let public = printed
@@ -202,18 +209,13 @@ impl SitePeer {
                 "127.0.0.1:0",
             ])
             .args(["--data", data.to_str().unwrap()])
-            .args([
-                "--origin",
-                &link.addr.to_string(),
-                "--origin-pin",
-                origin_pin,
-            ])
+            .args(["--origin", origin.0, "--origin-pin", origin.1])
             .args(["--ready-file", ready.to_str().unwrap()])
-            // It holds only what devices walked; a stalled upstream read fails after 2 s.
-            .args(["--no-prefetch", "--stall-timeout-secs", "2"])
             .args(["--metadata-ttl-secs", "1"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
+        configure(&mut command);
         let mut proc = Proc::spawn("ota-peer serve", &mut command);
         let ready = wait_ready(&mut proc, &ready);
         Self {
@@ -225,7 +227,7 @@ impl SitePeer {
         }
     }
 
-    fn stat(&self, name: &str) -> u64 {
+    pub(crate) fn stat(&self, name: &str) -> u64 {
         let (status, body) = http_get(&self.metrics, "/stats", &[]).unwrap();
         assert_eq!(status, 200);
         let stats: Value = serde_json::from_slice(&body).unwrap();
@@ -276,7 +278,14 @@ fn fault_peer_uplink_goes_silent_the_peer_serves_what_it_holds_and_recovers() {
     fixture.promote("stable", 1, &["--stable"]);
     let served = fixture.serve();
     let uplink = UdpRelay::start(served.quic);
-    let peer = SitePeer::start(temp.path(), &fixture, &uplink, &served.pin);
+    // It holds only what devices walked; a stalled upstream read fails after 2 s.
+    let peer = SitePeer::start(
+        temp.path(),
+        &fixture,
+        (&uplink.addr.to_string(), &served.pin),
+        &["--no-prefetch", "--stall-timeout-secs", "2"],
+        |_| {},
+    );
     let device = Dev::new(
         temp.path(),
         "device",
