@@ -111,6 +111,7 @@ fn main() {
     let _ = std::fs::remove_file(dir.path().join("inactive.img"));
     let from_slot = result["from_slot"].as_u64().unwrap_or(0);
     let cpu = result["cpu_secs"].as_f64();
+    let threads = result["threads"].as_object().cloned().unwrap_or_default();
 
     // The limits, measured after the update as before it; the faster of the two counts (a
     // load spike on the shared machine during one measurement does not lower the bar).
@@ -139,6 +140,36 @@ fn main() {
                 .take(3)
                 .collect::<Vec<_>>()
                 .join(" ")
+        );
+    }
+    if let Some(cpu) = cpu {
+        // Where the time went, by thread name, in seconds per GiB: on a CPU, waiting for one
+        // (the machine is busy), and the rest of the update's time asleep (waiting on a
+        // queue, a lock or the disk). Threads that ended between two samples, such as the
+        // hasher's short-lived SHA-256 helpers, are under "ended" (CPU only).
+        let gib = len as f64 / f64::from(1 << 30);
+        let mut named: Vec<(String, f64, f64)> = threads
+            .iter()
+            .filter_map(|(name, t)| Some((name.clone(), t[0].as_f64()?, t[1].as_f64()?)))
+            .collect();
+        named.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let sampled: f64 = named.iter().map(|(_, s, _)| s).sum();
+        let mut list: Vec<String> = named
+            .iter()
+            .map(|(name, on, wait)| {
+                format!(
+                    "{name} {:.2}/{:.2}/{:.2}",
+                    on / gib,
+                    wait / gib,
+                    (secs - on - wait).max(0.0) / gib
+                )
+            })
+            .collect();
+        list.push(format!("ended {:.2}", (cpu - sampled).max(0.0) / gib));
+        println!(
+            "  CPU per GiB      {:8.2} s; by thread, s/GiB on a CPU/waiting for one/asleep: {}",
+            cpu / gib,
+            list.join(", ")
         );
     }
     println!(
@@ -242,6 +273,24 @@ fn child(dir: &Path) {
         slot_file: dir.join("inactive.img"),
         journal_file: dir.join("journal"),
     };
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let sampling = sampling.clone();
+        std::thread::spawn(move || {
+            let mut seen = std::collections::HashMap::new();
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                thread_cpu(&mut seen);
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            thread_cpu(&mut seen);
+            seen
+        })
+    };
+    let threads_before = {
+        let mut seen = std::collections::HashMap::new();
+        thread_cpu(&mut seen);
+        seen
+    };
     let cpu_before = cpu_secs();
     let start = Instant::now();
     let report = runtime
@@ -254,6 +303,19 @@ fn child(dir: &Path) {
         .unwrap();
     let secs = start.elapsed().as_secs_f64();
     let cpu = cpu_secs().map(|before_after| before_after - cpu_before.unwrap_or(0.0));
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    // Per thread name: seconds on a CPU and waiting for one, during the update.
+    let mut threads: std::collections::BTreeMap<String, [f64; 2]> =
+        std::collections::BTreeMap::new();
+    for (tid, (name, on, wait)) in sampler.join().unwrap() {
+        let (on0, wait0) = threads_before
+            .get(&tid)
+            .map_or((0, 0), |(_, on, wait)| (*on, *wait));
+        let t = threads.entry(name).or_default();
+        t[0] += (on - on0) as f64 / 1e9;
+        t[1] += (wait - wait0) as f64 / 1e9;
+    }
+    threads.retain(|name, t| t[0] > 0.0 && !name.starts_with("tokio") || t[0] > 0.01);
     let from_slot = report.bytes_by_kind.get(&SourceKind::LocalSlot).copied();
     let from_peer = report.bytes_by_kind.get(&SourceKind::LanPeer).copied();
     assert_eq!(
@@ -265,6 +327,7 @@ fn child(dir: &Path) {
         serde_json::json!({
             "secs": secs, "peak_rss": ota_device::update::peak_rss(),
             "from_slot": from_slot, "duplicate_bytes": report.duplicate_bytes, "cpu_secs": cpu,
+            "threads": threads,
         })
     );
     drop(server);
@@ -334,6 +397,33 @@ fn cpu_secs() -> Option<f64> {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
     Some(ticks as f64 / 100.0)
+}
+
+/// Record, per thread of this process (by id), its name, the nanoseconds it ran on a CPU
+/// and those it waited for one so far, from `/proc/self/task/*/{comm,schedstat}`.
+fn thread_cpu(seen: &mut std::collections::HashMap<u64, (String, u64, u64)>) {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return;
+    };
+    for task in tasks.flatten() {
+        let Some(tid) = task
+            .file_name()
+            .to_str()
+            .and_then(|t| t.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        let (Ok(name), Ok(stat)) = (
+            std::fs::read_to_string(task.path().join("comm")),
+            std::fs::read_to_string(task.path().join("schedstat")),
+        ) else {
+            continue;
+        };
+        let mut fields = stat.split_whitespace().map(|f| f.parse::<u64>().ok());
+        if let (Some(Some(on)), Some(Some(wait))) = (fields.next(), fields.next()) {
+            seen.insert(tid, (name.trim().to_string(), on, wait));
+        }
+    }
 }
 
 /// The bench's LAN peer: serves chunks of the active slot.

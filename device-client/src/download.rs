@@ -11,7 +11,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use bytes::Bytes;
 
 use ota_core::chunk::{ArtifactError, ChunkVerifier};
 use ota_core::digest::ChunkId;
@@ -25,7 +28,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::progress::Progress;
-use crate::source::{Event, Source, Transport, read_exact_at, write_all_at};
+use crate::source::{Event, LocalReader, RunChunk, Source, Transport, read_exact_at, write_all_at};
 use crate::writer::{FlushPolicy, SlotWriter};
 
 /// The slot is synced and the chunks written since journalled (the sync policy of the
@@ -35,8 +38,9 @@ pub const JOURNAL_BYTES: u64 = 4 << 20;
 pub const JOURNAL_INTERVAL: Duration = Duration::from_millis(250);
 /// Chunks in flight per network source.
 const NETWORK_IN_FLIGHT: usize = 64;
-/// Chunks in flight from the local slot.
-const LOCAL_IN_FLIGHT: usize = 16;
+/// Chunks in flight from the local slot (read ahead and verified by its `LocalReader`, in
+/// runs of about `source::LOCAL_RUN` bytes).
+const LOCAL_IN_FLIGHT: usize = 64;
 /// Events buffered between request tasks and the download loop.
 const EVENT_QUEUE: usize = 64;
 /// An update that verifies no chunk for this long gives up (sources that back off may come
@@ -344,7 +348,26 @@ pub async fn download(
         }
         scheduler.start(now());
 
+        // Declared before the channel, so that they are dropped (and joined) after the
+        // receiver: a reader waiting to hand over an event then stops.
+        let mut readers: HashMap<SourceId, LocalReader> = HashMap::new();
+        let mut local_asks: HashMap<SourceId, Vec<ChunkId>> = HashMap::new();
         let (tx, mut rx) = mpsc::channel::<Event>(EVENT_QUEUE);
+        let shared_verifier = Arc::new(job.verifier.clone());
+        for (i, source) in sources.list.iter().enumerate() {
+            if let Transport::Local(local) = &source.transport
+                && sources.usable(i)
+            {
+                let reader = LocalReader::start(
+                    source.id,
+                    local.clone(),
+                    shared_verifier.clone(),
+                    tx.clone(),
+                )
+                .map_err(disk(&job.slot_file))?;
+                readers.insert(source.id, reader);
+            }
+        }
         let mut fetch_counts: HashMap<SourceId, u64> = HashMap::new();
         let mut last_progress = Instant::now();
         'run: loop {
@@ -358,7 +381,10 @@ pub async fn download(
             while let Some(action) = scheduler.poll_action() {
                 match action {
                     Action::Request { source, ids } => {
-                        if let Some(i) = sources.index(source) {
+                        if readers.contains_key(&source) {
+                            // Asked of its reader at once, after this round of actions.
+                            local_asks.entry(source).or_default().extend(ids);
+                        } else if let Some(i) = sources.index(source) {
                             sources.list[i].spawn_request(ids, max_len, tx.clone());
                         }
                     }
@@ -370,6 +396,11 @@ pub async fn download(
                     }
                     // Cancel: the request's remaining answers arrive and count as duplicates.
                     _ => {}
+                }
+            }
+            for (source, ids) in local_asks.drain() {
+                if let Some(reader) = readers.get(&source) {
+                    reader.request(ids);
                 }
             }
             let deadline = scheduler.poll_timeout();
@@ -434,18 +465,58 @@ pub async fn download(
                             }
                         }
                         Err(error) => {
-                            if let Some(i) = sources.index(source) {
-                                sources.uses[i].banned.get_or_insert(error.to_string());
-                            }
-                            progress.event(
-                                "source_banned",
-                                json!({
-                                    "source": sources.index(source).map(|i| sources.list[i].name.clone()),
-                                    "reason": error.to_string(),
-                                }),
-                            );
+                            ban_for_chunk(sources, progress, source, &error.to_string());
                             scheduler.handle_chunk(now(), source, &id, ChunkOutcome::Corrupt);
                         }
+                    }
+                }
+                Event::Run {
+                    source,
+                    bytes,
+                    chunks,
+                } => {
+                    *fetch_counts.entry(source).or_default() += chunks.len() as u64;
+                    let mut writes = RunWrites::default();
+                    let mut fresh_any = false;
+                    for RunChunk {
+                        id,
+                        range,
+                        mut positions,
+                        verdict,
+                    } in chunks
+                    {
+                        if positions.is_empty() {
+                            // Not a chunk of this artifact: the scheduler ignores unknown ids.
+                            continue;
+                        }
+                        match verdict {
+                            Ok(()) => {
+                                positions.retain(|&p| !done[p as usize]);
+                                let fresh = positions;
+                                for &p in &fresh {
+                                    done[p as usize] = true;
+                                    verified_bytes += u64::from(entries[p as usize].len());
+                                }
+                                fresh_any |= !fresh.is_empty();
+                                if writes.add(&writer, &bytes, fresh, range).await.is_err() {
+                                    return Err(stopped(writer).await);
+                                }
+                                scheduler.handle_chunk(now(), source, &id, ChunkOutcome::Verified);
+                            }
+                            Err(error) => {
+                                ban_for_chunk(sources, progress, source, &error.to_string());
+                                scheduler.handle_chunk(now(), source, &id, ChunkOutcome::Corrupt);
+                            }
+                        }
+                    }
+                    if writes.flush(&writer, &bytes).await.is_err() {
+                        return Err(stopped(writer).await);
+                    }
+                    if fresh_any {
+                        last_progress = Instant::now();
+                        let by_kind = serde_json::to_value(&scheduler.report().bytes_by_kind)
+                            .unwrap_or_default();
+                        progress.bytes(verified_bytes, length, &by_kind);
                     }
                 }
                 Event::Redialled { source } => {
@@ -517,6 +588,67 @@ pub async fn download(
         }
     }
     Ok(report)
+}
+
+/// Ban `source` for a chunk that did not match its id, and say so.
+fn ban_for_chunk(sources: &mut Sources, progress: &Progress, source: SourceId, reason: &str) {
+    if let Some(i) = sources.index(source) {
+        sources.uses[i].banned.get_or_insert(reason.to_string());
+    }
+    progress.event(
+        "source_banned",
+        json!({
+            "source": sources.index(source).map(|i| sources.list[i].name.clone()),
+            "reason": reason,
+        }),
+    );
+}
+
+/// The writes of one run's verified chunks: chunks that go to one position each, at
+/// consecutive positions and laid end to end in the run's bytes, are written together.
+#[derive(Default)]
+struct RunWrites {
+    /// (first position, positions, bytes of the run) gathered so far.
+    pending: Option<(u64, u64, std::ops::Range<usize>)>,
+}
+
+impl RunWrites {
+    /// Write the chunk at `range` of `bytes` at `fresh` (its positions not written yet).
+    async fn add(
+        &mut self,
+        writer: &SlotWriter,
+        bytes: &Bytes,
+        fresh: Vec<u64>,
+        range: std::ops::Range<usize>,
+    ) -> Result<(), ()> {
+        if let [p] = fresh[..] {
+            if let Some((first, count, gathered)) = &mut self.pending
+                && *first + *count == p
+                && gathered.end == range.start
+            {
+                *count += 1;
+                gathered.end = range.end;
+                return Ok(());
+            }
+            self.flush(writer, bytes).await?;
+            self.pending = Some((p, 1, range));
+            return Ok(());
+        }
+        self.flush(writer, bytes).await?;
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        writer.write(fresh, bytes.slice(range)).await
+    }
+
+    /// Write what is gathered.
+    async fn flush(&mut self, writer: &SlotWriter, bytes: &Bytes) -> Result<(), ()> {
+        match self.pending.take() {
+            Some((first, 1, range)) => writer.write(vec![first], bytes.slice(range)).await,
+            Some((first, count, range)) => writer.write_run(first, count, bytes.slice(range)).await,
+            None => Ok(()),
+        }
+    }
 }
 
 /// Why the slot writer stopped (it stops only on an error).
@@ -638,6 +770,27 @@ impl JournalFile {
         let record = journal::encode_record(binding, &JournalRecord { position, id: *id });
         self.file
             .write_all(&record)
+            .map_err(|source| DownloadError::Disk {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
+    /// Append the records of `batch` (position, id) with one write.
+    pub(crate) fn append_all(
+        &mut self,
+        binding: &JournalBinding,
+        batch: &[(u64, ChunkId)],
+    ) -> Result<(), DownloadError> {
+        let mut records = Vec::with_capacity(batch.len() * journal::RECORD_LEN);
+        for &(position, id) in batch {
+            records.extend_from_slice(&journal::encode_record(
+                binding,
+                &JournalRecord { position, id },
+            ));
+        }
+        self.file
+            .write_all(&records)
             .map_err(|source| DownloadError::Disk {
                 path: self.path.clone(),
                 source,

@@ -5,12 +5,17 @@
 //! request runs as its own task and reports chunk by chunk over a bounded channel, so at most
 //! a few chunks per source wait in memory.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::sync::Arc;
+use std::sync::mpsc as sync_mpsc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bytes::Bytes;
+use ota_core::chunk::{ChunkError, ChunkVerifier};
 use ota_core::digest::ChunkId;
 use ota_core::fetch::{SourceId, SourceKind};
 use ota_net::client::{Client, ClientError};
@@ -156,6 +161,16 @@ pub enum Event {
         id: ChunkId,
         /// The bytes it sent.
         bytes: Bytes,
+    },
+    /// Adjacent chunks read from the active slot with one read, each already checked against
+    /// its id by the [`LocalReader`] (the download loop writes only those that passed).
+    Run {
+        /// The source.
+        source: SourceId,
+        /// The bytes read.
+        bytes: Bytes,
+        /// The chunks, in order.
+        chunks: Vec<RunChunk>,
     },
     /// The source's lost connection was dialled again.
     Redialled {
@@ -304,7 +319,189 @@ impl Source {
     }
 }
 
+/// One chunk of an [`Event::Run`].
+#[derive(Debug)]
+pub struct RunChunk {
+    /// The chunk asked for.
+    pub id: ChunkId,
+    /// Where its bytes lie in the run's bytes.
+    pub range: Range<usize>,
+    /// Every position of the chunk in the artifact (`ChunkVerifier::positions_of`; none if
+    /// the artifact has no such chunk).
+    pub positions: Vec<u64>,
+    /// Its bytes checked against its id at its first position (as the download loop checks
+    /// every other source's); meaningless if it has no position.
+    pub verdict: Result<(), ChunkError>,
+}
+
+/// Local reads are grouped into runs of chunks adjacent in the slot file, read with one call,
+/// until a run holds this many bytes (when that many are asked for at once).
+pub(crate) const LOCAL_RUN: u64 = 1 << 20;
+
+/// Reads the chunks asked of the local slot on a thread of its own, ahead of the download
+/// loop: chunks adjacent in the slot file are read in runs with one call, and every chunk is
+/// checked against its id there, so that reading and hashing the chunks overlap the writes.
+/// Each run goes to the download loop as one [`Event::Run`] (a chunk that cannot be read
+/// as one [`Event::Missing`]). Memory: the chunks asked for (the scheduler bounds them) and
+/// the events waiting in the loop's bounded queue.
+pub(crate) struct LocalReader {
+    requests: Option<sync_mpsc::Sender<Vec<ChunkId>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl LocalReader {
+    /// Start the reader of source `source`; its events go to `events`. The thread ends when
+    /// the reader is dropped or `events` is closed.
+    pub(crate) fn start(
+        source: SourceId,
+        local: Arc<LocalChunks>,
+        verifier: Arc<ChunkVerifier>,
+        events: mpsc::Sender<Event>,
+    ) -> std::io::Result<Self> {
+        let (requests, asked) = sync_mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("ota-local-read".into())
+            .spawn(move || read_runs(source, &local, &verifier, &asked, &events))?;
+        Ok(Self {
+            requests: Some(requests),
+            thread: Some(thread),
+        })
+    }
+
+    /// Ask for `ids` (after those asked before).
+    pub(crate) fn request(&self, ids: Vec<ChunkId>) {
+        if let Some(requests) = &self.requests {
+            // Gone only if the events channel closed: the download is over.
+            let _ = requests.send(ids);
+        }
+    }
+}
+
+impl Drop for LocalReader {
+    /// Stops the thread and waits for it (it ends at once unless it is blocked handing an
+    /// event to a loop that still receives).
+    fn drop(&mut self) {
+        drop(self.requests.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The reader thread: the chunks asked for, in the order asked, in runs.
+fn read_runs(
+    source: SourceId,
+    local: &LocalChunks,
+    verifier: &ChunkVerifier,
+    asked: &sync_mpsc::Receiver<Vec<ChunkId>>,
+    events: &mpsc::Sender<Event>,
+) {
+    let mut queue: VecDeque<ChunkId> = VecDeque::new();
+    let mut run: Vec<(ChunkId, u64, u32)> = Vec::new();
+    loop {
+        if queue.is_empty() {
+            match asked.recv() {
+                Ok(ids) => queue.extend(ids),
+                Err(_) => return,
+            }
+        }
+        while let Ok(ids) = asked.try_recv() {
+            queue.extend(ids);
+        }
+        // The next run: chunks that follow each other in one file.
+        run.clear();
+        let Some(first) = queue.pop_front() else {
+            continue;
+        };
+        let Some(&(file, offset, len)) = local.chunks.get(&first) else {
+            if events
+                .blocking_send(Event::Missing { source, id: first })
+                .is_err()
+            {
+                return;
+            }
+            continue;
+        };
+        run.push((first, offset, len));
+        let mut end = offset + u64::from(len);
+        while end - offset < LOCAL_RUN
+            && let Some(next) = queue.front()
+            && let Some(&(f, o, l)) = local.chunks.get(next)
+            && f == file
+            && o == end
+        {
+            run.push((*next, o, l));
+            end += u64::from(l);
+            queue.pop_front();
+        }
+        let sent = match local.read_run(file, offset, end) {
+            Some(bytes) => events.blocking_send(checked_run(source, verifier, bytes, &run)),
+            // A run that cannot be read whole: each of its chunks alone.
+            None => run.iter().try_for_each(|&(id, _, _)| {
+                let event = match local.read(&id) {
+                    Some(bytes) => checked_run(source, verifier, Bytes::from(bytes), &[(id, 0, 0)]),
+                    None => Event::Missing { source, id },
+                };
+                events.blocking_send(event)
+            }),
+        };
+        if sent.is_err() {
+            return;
+        }
+    }
+}
+
+/// The event for `bytes` read for the chunks of `run` (a run of one chunk: the whole bytes),
+/// each checked against its id.
+fn checked_run(
+    source: SourceId,
+    verifier: &ChunkVerifier,
+    bytes: Bytes,
+    run: &[(ChunkId, u64, u32)],
+) -> Event {
+    let base = run.first().map_or(0, |&(_, offset, _)| offset);
+    let chunks = run
+        .iter()
+        .map(|&(id, offset, len)| {
+            let range = if run.len() == 1 {
+                0..bytes.len()
+            } else {
+                let start = (offset - base) as usize;
+                start..start + len as usize
+            };
+            let positions = verifier.positions_of(&id).to_vec();
+            let verdict = match positions.first() {
+                Some(&position) => verifier.verify(position, &bytes[range.clone()]).map(|_| ()),
+                None => Ok(()),
+            };
+            RunChunk {
+                id,
+                range,
+                positions,
+                verdict,
+            }
+        })
+        .collect();
+    Event::Run {
+        source,
+        bytes,
+        chunks,
+    }
+}
+
 impl LocalChunks {
+    /// Read the bytes from `start` to `end` of file `file` (unverified), into a buffer that
+    /// is not zeroed first. Moves the file's cursor: only the slot's `LocalReader` reads with
+    /// it (every other read is positional).
+    fn read_run(&self, file: usize, start: u64, end: u64) -> Option<Bytes> {
+        let len = end - start;
+        let mut buf = Vec::with_capacity(usize::try_from(len).ok()?);
+        let mut file = self.files.get(file)?;
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(start)).ok()?;
+        std::io::Read::read_to_end(&mut std::io::Read::take(file, len), &mut buf).ok()?;
+        (buf.len() as u64 == len).then(|| Bytes::from(buf))
+    }
+
     /// Read chunk `id` from the slot (unverified: the caller checks it like any other).
     pub fn read(&self, id: &ChunkId) -> Option<Vec<u8>> {
         let &(file, offset, len) = self.chunks.get(id)?;

@@ -1,11 +1,14 @@
 //! The slot writer: verified chunks are written into the slot on a thread of their own; a
 //! second thread syncs the slot and then journals each batch written before the sync (so the
 //! writes go on while a sync runs); a third hashes the whole artifact (SHA-256 and BLAKE3) in
-//! order as its contiguous prefix is written.
+//! order as its contiguous prefix is written (pieces of 1 MiB or more with SHA-256 and BLAKE3
+//! on two threads at once, see `ArtifactCheck::new_parallel`: smaller pieces are gathered
+//! until they are that long).
 //!
-//! The download loop verifies each chunk against its id and hands the bytes over; the writer
-//! writes them at every position of the chunk, then passes the same bytes (the ones written)
-//! to the hasher once every position before them is written too. Bytes that arrive far ahead
+//! The download loop verifies each chunk against its id and hands the bytes over, a chunk at
+//! a time or a run of verified chunks at consecutive positions (one buffer, one write); the
+//! writer writes them at every position of the chunk, then passes the same bytes (the ones
+//! written, not a copy) to the hasher once every position before them is written too. Bytes that arrive far ahead
 //! of that frontier are not kept in memory: the hasher reads them back from the slot when the
 //! frontier reaches them, as it does for positions written by an earlier, interrupted run
 //! (their journal records were re-verified, but the whole check always covers every byte of
@@ -31,13 +34,16 @@ use tokio::sync::mpsc;
 use crate::download::{DownloadError, JournalFile};
 use crate::source::{read_exact_at, write_all_at};
 
-/// Chunks waiting for the writer.
-const COMMANDS: usize = 32;
+/// Chunks (or runs of at most about `source::LOCAL_RUN` bytes) waiting for the writer.
+const COMMANDS: usize = 8;
 /// Bytes kept in memory ahead of the hashing frontier (beyond, they are read back; little in
 /// unit tests, so that both paths run).
 const RETAINED: usize = if cfg!(test) { 4 << 10 } else { 8 << 20 };
-/// Pieces waiting for the hasher.
-const PIECES: usize = 64;
+/// Pieces (chunks, runs or read-back pieces) waiting for the hasher.
+const PIECES: usize = 8;
+/// The hasher hands pieces this long or longer to the check at once (hashed on two threads);
+/// shorter ones are gathered first.
+const HASH_PIECE: usize = 1 << 20;
 /// Read-back pieces are at most this long (long ones are hashed on two threads).
 const READ_BACK: u64 = 1 << 20;
 
@@ -53,6 +59,13 @@ pub(crate) struct FlushPolicy {
 enum Command {
     /// Write the verified `bytes` at each of `positions`.
     Chunk { positions: Vec<u64>, bytes: Bytes },
+    /// Write the verified chunks at positions `first..first + count`, laid end to end in
+    /// `bytes`.
+    Run {
+        first: u64,
+        count: u64,
+        bytes: Bytes,
+    },
     /// Sync and journal what was written so far.
     Flush,
 }
@@ -91,8 +104,9 @@ struct Inner {
     written: Vec<bool>,
     /// The first position not yet handed to the hasher.
     frontier: u64,
-    /// Bytes written ahead of the frontier, kept for the hasher.
-    retained: HashMap<u64, Bytes>,
+    /// Bytes written ahead of the frontier, kept for the hasher: by first position, the
+    /// number of positions they cover and the bytes.
+    retained: HashMap<u64, (u64, Bytes)>,
     retained_len: usize,
     /// `None` once the hasher stopped (its error is had by joining it).
     pieces: Option<sync_mpsc::SyncSender<Piece>>,
@@ -176,6 +190,22 @@ impl SlotWriter {
         }
     }
 
+    /// Write the verified chunks at positions `first..first + count` (none written before),
+    /// laid end to end in `bytes`, with one write. An error means the writer stopped.
+    pub(crate) async fn write_run(&self, first: u64, count: u64, bytes: Bytes) -> Result<(), ()> {
+        match &self.tx {
+            Some(tx) => tx
+                .send(Command::Run {
+                    first,
+                    count,
+                    bytes,
+                })
+                .await
+                .map_err(|_| ()),
+            None => Err(()),
+        }
+    }
+
     /// Sync the slot and journal what was written so far (the writer also does so by itself
     /// every [`FlushPolicy`]).
     pub(crate) async fn flush(&self) -> Result<(), ()> {
@@ -214,26 +244,53 @@ impl Inner {
     fn handle(&mut self, command: Command) -> Result<(), DownloadError> {
         match command {
             Command::Chunk { positions, bytes } => {
-                let entries = self.verifier.index().entries();
                 for &p in &positions {
-                    let offset = entries[p as usize].offset();
+                    let offset = self.verifier.index().entries()[p as usize].offset();
                     write_all_at(&self.slot, &bytes, offset).map_err(|e| self.disk(e))?;
                     self.written[p as usize] = true;
                     self.pending.push(p);
                     self.pending_bytes += bytes.len() as u64;
-                    if p == self.frontier || self.retained_len + bytes.len() <= RETAINED {
-                        self.retained_len += bytes.len();
-                        self.retained.insert(p, bytes.clone());
-                    }
+                    self.retain(p, 1, &bytes);
                 }
                 self.advance();
-                if self.pending_bytes >= self.policy.bytes
-                    || self.last_flush.elapsed() >= self.policy.interval
-                {
-                    self.flush()?;
+                self.flush_if_due()?;
+            }
+            Command::Run {
+                first,
+                count,
+                bytes,
+            } => {
+                let entries = self.verifier.index().entries();
+                let offset = entries[first as usize].offset();
+                write_all_at(&self.slot, &bytes, offset).map_err(|e| self.disk(e))?;
+                for p in first..first + count {
+                    self.written[p as usize] = true;
+                    self.pending.push(p);
                 }
+                self.pending_bytes += bytes.len() as u64;
+                self.retain(first, count, &bytes);
+                self.advance();
+                self.flush_if_due()?;
             }
             Command::Flush => self.flush()?,
+        }
+        Ok(())
+    }
+
+    /// Keep `bytes` (positions `first..first + count`, just written) for the hasher if they
+    /// are next or there is room.
+    fn retain(&mut self, first: u64, count: u64, bytes: &Bytes) {
+        if first == self.frontier || self.retained_len + bytes.len() <= RETAINED {
+            self.retained_len += bytes.len();
+            self.retained.insert(first, (count, bytes.clone()));
+        }
+    }
+
+    fn flush_if_due(&mut self) -> Result<(), DownloadError> {
+        if self.pending_bytes >= self.policy.bytes
+            || self.last_flush.elapsed() >= self.policy.interval
+        {
+            self.flush()?;
         }
         Ok(())
     }
@@ -245,12 +302,15 @@ impl Inner {
         while (self.frontier as usize) < entries.len() && self.written[self.frontier as usize] {
             let entry = &entries[self.frontier as usize];
             match self.retained.remove(&self.frontier) {
-                Some(bytes) => {
+                Some((count, bytes)) => {
                     self.retained_len -= bytes.len();
                     if let Some((offset, len)) = run.take() {
                         send(&mut self.pieces, Piece::ReadBack { offset, len });
                     }
                     send(&mut self.pieces, Piece::Bytes(bytes));
+                    // Every position of a run was written with it (none before it).
+                    self.frontier += count;
+                    continue;
                 }
                 None => {
                     let len = u64::from(entry.len());
@@ -361,9 +421,7 @@ fn sync_and_journal(
             path: slot_path.clone(),
             source,
         })?;
-        for (position, id) in batch {
-            journal.append(&binding, position, &id)?;
-        }
+        journal.append_all(&binding, &batch)?;
         journal.sync()?;
     }
     Ok(())
@@ -387,24 +445,53 @@ fn hash(
     pieces: sync_mpsc::Receiver<Piece>,
 ) -> WriterEnd {
     let mut buf = Vec::new();
+    // Short pieces gathered, in order, until they are `HASH_PIECE` long.
+    let mut gathered = Vec::new();
     for piece in pieces {
         let fed = match piece {
-            Piece::Bytes(bytes) => check.update(&bytes),
+            Piece::Bytes(bytes) => feed(&mut check, &mut gathered, &bytes),
             Piece::ReadBack { offset, len } => {
                 buf.resize(len as usize, 0);
                 read_exact_at(&slot, &mut buf, offset).map_err(|source| DownloadError::Disk {
                     path: slot_path.clone(),
                     source,
                 })?;
-                check.update(&buf)
+                feed(&mut check, &mut gathered, &buf)
             }
         };
         if let Err(error) = fed {
             return Ok(Some(Err(error)));
         }
     }
+    if !gathered.is_empty()
+        && let Err(error) = check.update(&gathered)
+    {
+        return Ok(Some(Err(error)));
+    }
     // Short if the writer stopped early: it then ignores this.
     Ok(Some(check.finish()))
+}
+
+/// Feed the next `bytes` to `check`: at once if they are long and nothing is gathered,
+/// else after the bytes gathered before them (once all are long enough together).
+fn feed(
+    check: &mut ArtifactCheck,
+    gathered: &mut Vec<u8>,
+    bytes: &[u8],
+) -> Result<(), ArtifactError> {
+    if bytes.len() >= HASH_PIECE {
+        if !gathered.is_empty() {
+            check.update(gathered)?;
+            gathered.clear();
+        }
+        return check.update(bytes);
+    }
+    gathered.extend_from_slice(bytes);
+    if gathered.len() >= HASH_PIECE {
+        check.update(gathered)?;
+        gathered.clear();
+    }
+    Ok(())
 }
 
 #[cfg(test)]
