@@ -9,7 +9,16 @@
 //! it does check that each chunk index hashes to the id the metadata names and that its chunk
 //! tree matches the `chunk_tree` root, so a lying upstream can at worst waste the peer's own
 //! budget on chunks nobody will ask for. Artifacts whose `custom.enigm.private` is `true` are
-//! recorded as private (see `access.rs`).
+//! recorded as private (see `access.rs`), in **every** channel's newest release, carried or
+//! not: a chunk the peer does not know to be private would be served to anyone once held (a
+//! device of an uncarried channel may check in through the peer and have it fetched).
+//!
+//! Private chunks are pinned with their release like the others, and prefetch asks for them
+//! once; an upstream that gates them (the origin, or a parent peer) answers `Missing` because no
+//! device has checked in through this peer yet: not retried, not an error (the policy drops a
+//! `Missing` prefetch). They are fetched on demand once a device's check-in relayed on the
+//! upstream connection has earned the grant (`handler.rs` asks once more for a private chunk
+//! whose joined fetch came back `Missing` before the grant).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -58,6 +67,9 @@ pub struct FoundRelease {
     pub private: Vec<ChunkId>,
     /// The release number.
     pub number: u64,
+    /// Whether its channel is one this peer carries (prefetches); the private chunks of the
+    /// others are recorded all the same.
+    pub carried: bool,
 }
 
 /// The prefetch task's state.
@@ -144,7 +156,7 @@ impl Prefetcher {
         let releases = self.walk(snapshot_version).await?;
         for release in releases {
             self.access.mark_private(&release.key, &release.private);
-            if !self.config.enabled {
+            if !self.config.enabled || !release.carried {
                 continue;
             }
             if self.pinned.get(&release.channel) == Some(&release.key) {
@@ -179,7 +191,7 @@ impl Prefetcher {
             .ok_or_else(|| anyhow::anyhow!("upstream has no {name}"))
     }
 
-    /// The newest release of each carried channel at this snapshot.
+    /// The newest release of each channel at this snapshot (carried or not).
     async fn walk(&self, snapshot_version: u64) -> anyhow::Result<Vec<FoundRelease>> {
         let name = format!("{snapshot_version}.snapshot.json");
         let snapshot: Snapshot =
@@ -216,11 +228,6 @@ impl Prefetcher {
             else {
                 continue;
             };
-            if !self.config.channels.is_empty()
-                && !self.config.channels.iter().any(|c| c == channel)
-            {
-                continue;
-            }
             let slot = newest
                 .entry(channel.to_owned())
                 .or_insert((number, path.clone()));
@@ -269,7 +276,10 @@ impl Prefetcher {
                     }
                 }
             }
+            let carried = self.config.channels.is_empty()
+                || self.config.channels.iter().any(|c| *c == channel);
             found.push(FoundRelease {
+                carried,
                 number,
                 key: ReleaseKey(format!("{channel}/{number}")),
                 channel,

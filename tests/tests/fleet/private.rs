@@ -34,11 +34,12 @@ fn chunk_ids(image: &[u8]) -> BTreeSet<ChunkId> {
 /// Starts `ota-peer serve` with the origin as upstream, its node key enrolled as a relay;
 /// returns the process, its QUIC address, pin and metrics base URL.
 fn start_peer(dir: &Path, fixture: &OriginFixture, origin: &ota_tests::Served) -> PeerProc {
-    start_peer_as(dir, "peer", fixture, origin, None, true)
+    start_peer_as(dir, "peer", fixture, origin, None, true, &[])
 }
 
-/// Starts `ota-peer serve` named `name`, fetching from `upstream` (another peer) when given,
-/// else from the origin; its node key enrolled as a relay at the origin when `enroll`.
+/// Starts `ota-peer serve` named `name` with `extra` options, fetching from `upstream` (another
+/// peer) when given, else from the origin; its node key enrolled as a relay at the origin when
+/// `enroll`.
 fn start_peer_as(
     dir: &Path,
     name: &str,
@@ -46,6 +47,7 @@ fn start_peer_as(
     origin: &ota_tests::Served,
     upstream: Option<&PeerProc>,
     enroll: bool,
+    extra: &[&str],
 ) -> PeerProc {
     let data = dir.join(name);
     let printed = run_ok(&bin("ota-peer"), &["pin", "--data", data.to_str().unwrap()]);
@@ -84,6 +86,7 @@ fn start_peer_as(
             &origin.pin,
         ])
         .args(["--ready-file", ready.to_str().unwrap()])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     if let Some(parent) = upstream {
@@ -503,8 +506,18 @@ fn a_private_release_installs_through_two_levels_of_peers_and_only_there() {
     let ids = chunk_ids(&image);
 
     let origin = fixture.serve_with(&["--admin", "127.0.0.1:0"]);
-    let regional = start_peer_as(dir, "regional", &fixture, &origin, None, true);
-    let site = start_peer_as(dir, "site", &fixture, &origin, Some(&regional), true);
+    // The regional peer prefetches `beta` only: it must still know stable/1's chunks private
+    // (it walks every channel for that), or it would serve them to anyone once it held them.
+    let regional = start_peer_as(
+        dir,
+        "regional",
+        &fixture,
+        &origin,
+        None,
+        true,
+        &["--channel", "beta", "--poll-secs", "1"],
+    );
+    let site = start_peer_as(dir, "site", &fixture, &origin, Some(&regional), true, &[]);
     let state = device(dir, "through-two", &fixture, &site.quic, &site.pin);
 
     let done = update(&state);
@@ -547,7 +560,15 @@ fn a_private_release_installs_through_two_levels_of_peers_and_only_there() {
     // A site peer the origin never enrolled, under the enrolled regional peer: the regional
     // peer passes its relayed check-ins on (it cannot know), the origin refuses them (a hop not
     // enrolled), so nothing is granted anywhere on the way and its device installs nothing.
-    let rogue = start_peer_as(dir, "rogue-site", &fixture, &origin, Some(&regional), false);
+    let rogue = start_peer_as(
+        dir,
+        "rogue-site",
+        &fixture,
+        &origin,
+        Some(&regional),
+        false,
+        &[],
+    );
     let victim = RawDevice::enrolled(&fixture, 0x6c, "stable");
     let granted_before = regional.stat("access_granted");
     let (answer, fetched) = victim.check_in_then_fetch(&rogue.quic, &rogue.pin, &ids);
