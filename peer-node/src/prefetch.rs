@@ -276,8 +276,8 @@ impl Prefetcher {
                     }
                 }
             }
-            let carried = self.config.channels.is_empty()
-                || self.config.channels.iter().any(|c| *c == channel);
+            let carried =
+                self.config.channels.is_empty() || self.config.channels.contains(&channel);
             found.push(FoundRelease {
                 carried,
                 number,
