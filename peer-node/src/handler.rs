@@ -1,5 +1,8 @@
 //! The peer's answer to `enigm-ota/1`: metadata and blobs from the cache, challenges and signed
-//! requests relayed to the origin.
+//! requests relayed to the origin (directly, or through the upstream peer when the origin is
+//! not among the data upstreams), and requests relayed by a peer below passed on as
+//! `RelayedVia` with that peer as one more hop (docs/PROTOCOL.md, "Relaying through several
+//! peers").
 
 use std::sync::Arc;
 

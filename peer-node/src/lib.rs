@@ -1,7 +1,9 @@
 //! `ota-peer`: a site cache that carries each chunk across the uplink once (DESIGN.md §1, §4).
 //!
 //! It speaks `enigm-ota/1` to devices like the origin does, serving metadata and blobs from its
-//! cache and relaying challenges and signed requests to the origin; it fetches what it lacks
+//! cache and relaying challenges and signed requests to the origin (through its upstream peer,
+//! if its upstreams are peers, so every hop sees the offers that grant private content; and
+//! those a peer below relays to it, naming that peer as a hop); it fetches what it lacks
 //! from its upstream (the origin or a parent peer), one fetch per chunk however many devices
 //! want it, checking every chunk against its id before storing it. The decisions (single
 //! flight, capacity and pinned LRU, budgeted prefetch) are `ota_core::cache::CachePolicy`,
