@@ -524,6 +524,9 @@ fn a_private_release_installs_through_two_levels_of_peers_and_only_there() {
     assert_eq!(done["outcome"], "installed", "{done}");
     let installed = std::fs::read(state.join("slots").join("B").join("system.img")).unwrap();
     assert!(installed == image, "wrong image installed");
+    // Its install report went the same way (site → regional → origin) and was recorded.
+    assert_eq!(done["reported"], true, "{done}");
+    assert_eq!(origin_metric(&origin, "ota_origin_reports_total"), 1.0);
     assert!(
         site.stat("access_granted") >= 1,
         "the site peer granted the device"
