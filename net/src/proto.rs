@@ -1497,6 +1497,33 @@ mod tests {
                         relay_signature: Signature(sig.try_into().unwrap()),
                     })
                 }),
+            (
+                signed(),
+                any::<[u8; 32]>(),
+                proptest::collection::vec(
+                    (any::<[u8; 32]>(), any::<[u8; 32]>(), any::<u8>()),
+                    1..=MAX_RELAY_HOPS
+                ),
+            )
+                .prop_map(|(request, binding, hops)| {
+                    Request::RelayedVia(RelayedVia {
+                        relayed: Relayed {
+                            kind: SignedKind::CheckIn,
+                            device_binding: ChannelBinding(binding),
+                            request,
+                            relay_key: RelayKey(binding),
+                            relay_signature: Signature([7; 64]),
+                        },
+                        via: hops
+                            .into_iter()
+                            .map(|(key, binding, sig)| RelayHop {
+                                relay_key: RelayKey(key),
+                                binding: ChannelBinding(binding),
+                                relay_signature: Signature([sig; 64]),
+                            })
+                            .collect(),
+                    })
+                }),
         ]
     }
 
