@@ -8,16 +8,18 @@
 //!   captured before the jump and replayed after the clock came back stays refused (nonces
 //!   single use across the jump); back on time, the device installs the new signed image.
 //! - The origin's clock jumps a day back: the same refusal; a nonce used at the wrong time is
-//!   refused when replayed.
+//!   refused when replayed; the offer it makes then expires by its clock, so a device with the
+//!   right time refuses it (`offer expired at …`).
 //! - A site peer's clock jumps two days ahead, then a day back: it keeps verifying and
 //!   serving, and relays check-ins; devices behind it install each new release.
 
 use std::time::{Duration, Instant};
 
-use ota_core::director::{CheckIn, CheckInAnswer};
+use ota_core::director::{CheckIn, CheckInAnswer, DeviceHandle, Offer, OfferExpectation};
 use ota_core::time::UnixTime;
 use ota_core::tuf::InMemoryKey;
 use ota_core::tuf::enigm::ReleaseNumber;
+use ota_core::tuf::metadata::{Envelope, Root};
 use ota_net::client::{Answer, Client};
 use ota_net::proto::{DeviceKey, SignedKind, SignedRequest, signing_bytes};
 use ota_tests::fake_clock::FakeClock;
@@ -53,6 +55,7 @@ fn served_timestamp(served: &Served) -> (u64, UnixTime) {
 /// check-ins with whatever time the test says (a device whose clock agrees with a wrong
 /// origin clock, or an attacker replaying what it captured).
 struct RawDevice {
+    handle: DeviceHandle,
     key: InMemoryKey,
     device_key: DeviceKey,
     client: Client,
@@ -70,13 +73,15 @@ impl RawDevice {
             .as_str()
             .unwrap()
             .to_string();
-        fixture.enroll(&public, "stable");
+        let mut handle = [0u8; 32];
+        hex::decode_to_slice(fixture.enroll(&public, "stable"), &mut handle).unwrap();
         let mut raw = [0u8; 32];
         hex::decode_to_slice(&public, &mut raw).unwrap();
         let client = runtime
             .block_on(Client::connect(served.quic, served.pin.parse().unwrap()))
             .unwrap();
         Self {
+            handle: DeviceHandle(handle),
             key,
             device_key: DeviceKey(raw),
             client,
@@ -229,7 +234,31 @@ fn fault_clock_jumps_on_the_origin_resign_refuse_and_keep_nonces_single_use() {
     clock.jump(-DAY);
     let behind = refused_for_the_window(&device);
     let at_its_time = raw.check_in(&runtime, now().plus_secs(-DAY));
-    assert!(raw.send(&runtime, at_its_time.clone()).is_ok());
+    let Ok(CheckInAnswer::Offer(offer)) = raw.send(&runtime, at_its_time.clone()) else {
+        panic!("no offer at the origin's time")
+    };
+    // Its offer expires by the origin's clock: good at that time, refused at the right one.
+    let director: Root = Envelope::parse(
+        "root",
+        "director-root.json",
+        &std::fs::read(&fixture.director_root).unwrap(),
+        1 << 20,
+    )
+    .unwrap()
+    .role()
+    .unwrap();
+    let offer = serde_json::to_vec(&offer).unwrap();
+    let expect = |at: UnixTime| OfferExpectation {
+        handle: &raw.handle,
+        nonce: &at_its_time.nonce.0,
+        installed: Some(ReleaseNumber(1)),
+        now: at,
+    };
+    assert!(Offer::verify(&offer, &director, expect(now().plus_secs(-DAY))).is_ok());
+    let expired = Offer::verify(&offer, &director, expect(now()))
+        .unwrap_err()
+        .to_string();
+    assert!(expired.starts_with("offer expired at "), "{expired}");
     assert_eq!(
         raw.send(&runtime, at_its_time).unwrap_err(),
         "nonce already used"
@@ -245,7 +274,7 @@ fn fault_clock_jumps_on_the_origin_resign_refuse_and_keep_nonces_single_use() {
     eprintln!(
         "origin clock: +2 d re-signed timestamp version {resigned} (expires {expires}); devices \
          refused {ahead:?} (+2 d) and {behind:?} (-1 d); captured check-in replayed after the \
-         jump back: {replayed:?}"
+         jump back: {replayed:?}; an offer made at -1 d, at the right time: {expired:?}"
     );
 }
 

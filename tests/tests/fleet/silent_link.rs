@@ -10,7 +10,8 @@
 //!   back its next update completes without fetching again what it had verified.
 //! - A site peer whose uplink goes silent keeps serving what it holds, logs the stalled
 //!   upstream fetch (`--stall-timeout-secs`), answers what it cannot get `Missing` (the
-//!   device's update fails cleanly, resumable), and serves the rest once the link is back.
+//!   device's update fails cleanly, resumable), and serves the rest once the link is back
+//!   (and the fetches it started during the silence have run out their stall bound).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -359,8 +360,26 @@ fn fault_peer_uplink_goes_silent_the_peer_serves_what_it_holds_and_recovers() {
     assert!(stalled(&log), "the peer logs the stalled upstream:\n{log}");
     assert!(peer.stat("upstream_failures") > 0);
 
-    // The uplink comes back: the next update completes, fetching only what it lacked.
+    // The uplink comes back. Upstream fetches the peer started during the silence (for the
+    // failed update's requests) still end in their 2 s stall, each answered `Missing`; once
+    // its failure count has stayed still for two stall bounds, the next update completes,
+    // fetching only what it lacked.
     uplink.restore();
+    let mut failures = peer.stat("upstream_failures");
+    let mut still_since = Instant::now();
+    let settle = Instant::now();
+    while still_since.elapsed() < Duration::from_secs(4) {
+        assert!(
+            settle.elapsed() < Duration::from_secs(60),
+            "the peer's upstream keeps failing after the link came back"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+        let now_failures = peer.stat("upstream_failures");
+        if now_failures != failures {
+            failures = now_failures;
+            still_since = Instant::now();
+        }
+    }
     let report = device.update_ok(&[]);
     assert_eq!(report["release"], 2, "{report}");
     let status = device.status();
