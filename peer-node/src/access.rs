@@ -22,7 +22,7 @@ use std::sync::Mutex;
 
 use ota_core::cache::ReleaseKey;
 use ota_core::digest::ChunkId;
-use ota_core::director::{CheckInAnswer, Offer};
+use ota_core::director::{CheckInAnswer, DeviceHandle, Offer};
 use ota_core::time::UnixTime;
 use ota_core::tuf::metadata::{Envelope, Root};
 use ota_net::proto::{ChannelBinding, RelayKey, Signature, SignedKind, SignedRequest};
@@ -56,10 +56,14 @@ pub enum AccessError {
     Unsigned(String),
 }
 
+/// The device handle of the last offer seen on a connection, and the releases granted until
+/// when.
+type Held = (Option<DeviceHandle>, Vec<(ReleaseKey, UnixTime)>);
+
 #[derive(Debug, Default)]
 struct Grants {
-    /// Connection id → (release, until).
-    by_conn: HashMap<ConnKey, Vec<(ReleaseKey, UnixTime)>>,
+    /// Connection id → what it holds.
+    by_conn: HashMap<ConnKey, Held>,
     order: std::collections::VecDeque<ConnKey>,
 }
 
@@ -133,15 +137,32 @@ impl Access {
 
     /// Whether a chunk may be served on connection `conn` at `now`.
     pub fn allowed(&self, conn: &ConnKey, id: &ChunkId, now: UnixTime) -> bool {
+        self.gate(conn, id, now).is_ok()
+    }
+
+    /// [`Self::allowed`], saying on a refusal which device's offer the connection holds
+    /// (`None`: no check-in was relayed on it), for the log.
+    pub fn gate(
+        &self,
+        conn: &ConnKey,
+        id: &ChunkId,
+        now: UnixTime,
+    ) -> Result<(), Option<DeviceHandle>> {
         let private = lock(&self.private);
         let Some(releases) = private.get(id) else {
-            return true;
+            return Ok(());
         };
         let grants = lock(&self.grants);
-        grants.by_conn.get(conn).is_some_and(|held| {
+        let held = grants.by_conn.get(conn);
+        let granted = held.is_some_and(|(_, held)| {
             held.iter()
                 .any(|(release, until)| now < *until && releases.contains(release))
-        })
+        });
+        if granted {
+            Ok(())
+        } else {
+            Err(held.and_then(|(handle, _)| *handle))
+        }
     }
 
     /// Judges the origin's answer to a check-in relayed for connection `conn`: grants the
@@ -176,6 +197,9 @@ impl Access {
         }
         let release = ReleaseKey(format!("{}/{}", offer.channel.0, offer.release.0));
         self.grant(conn, release.clone(), offer.expires);
+        if let Some(held) = lock(&self.grants).by_conn.get_mut(&conn) {
+            held.0 = Some(offer.handle);
+        }
         Ok(release)
     }
 
@@ -190,7 +214,7 @@ impl Access {
                 }
             }
         }
-        let held = grants.by_conn.entry(conn).or_default();
+        let (_, held) = grants.by_conn.entry(conn).or_default();
         held.retain(|(r, _)| *r != release);
         held.push((release, until));
     }
@@ -371,5 +395,12 @@ mod tests {
             !access.allowed(&[10; 32], &secret, now),
             "only on the connection that checked in"
         );
+        // A refusal names the handle of the offer seen on the connection, if any.
+        access.mark_private(&ReleaseKey("stable/8".into()), &[ChunkId::of(b"other")]);
+        assert_eq!(
+            access.gate(&[9; 32], &ChunkId::of(b"other"), now),
+            Err(Some(DeviceHandle([1; 32])))
+        );
+        assert_eq!(access.gate(&[10; 32], &secret, now), Err(None));
     }
 }

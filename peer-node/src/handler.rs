@@ -220,9 +220,11 @@ impl Handler for PeerHandler {
     }
 
     async fn blob(&self, conn: &ConnInfo, id: &ChunkId) -> Option<Bytes> {
-        if !self.access.allowed(&conn.binding.0, id, unix_now()) {
+        if let Err(handle) = self.access.gate(&conn.binding.0, id, unix_now()) {
+            // Answered like a chunk the peer does not hold; the device's handle only in the log.
             Metrics::inc(&self.metrics.private_refused);
-            info!(remote = %conn.remote, %id, "private chunk refused: no grant on this connection");
+            let handle = handle.map_or_else(|| "none".to_string(), |h| h.to_string());
+            info!(%handle, %id, "private chunk refused: no grant on this connection");
             return None;
         }
         let mut found = self.cache.get(*id).await;
