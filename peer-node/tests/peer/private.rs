@@ -62,10 +62,7 @@ fn director() -> (InMemoryKey, Vec<u8>) {
 }
 
 /// A device's signed check-in over `binding` with the nonce the peer relayed.
-fn check_in(
-    client_binding: ChannelBinding,
-    nonce: ota_net::proto::Nonce,
-) -> SignedRequest {
+fn check_in(client_binding: ChannelBinding, nonce: ota_net::proto::Nonce) -> SignedRequest {
     let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
     let mut request = SignedRequest {
         device_key: DeviceKey(key.verifying_key().to_bytes()),
@@ -293,6 +290,31 @@ fn private_chunks_only_on_a_connection_with_an_offer() {
                 )
             ),
             other => panic!("a device signature over another binding: {other:?}"),
+        }
+        // A chain already as long as allowed is not made longer.
+        let hops = (0..ota_net::proto::MAX_RELAY_HOPS as u8)
+            .map(|n| ota_net::proto::RelayHop {
+                relay_key: RelayKey([n; 32]),
+                binding: ChannelBinding([n; 32]),
+                relay_signature: ota_net::proto::Signature([n; 64]),
+            })
+            .collect();
+        match below
+            .relayed_via(
+                &site_key,
+                SignedKind::CheckIn,
+                device_binding,
+                request.clone(),
+                hops,
+            )
+            .await
+            .unwrap()
+        {
+            Answer::Refused(refusal) => assert_eq!(
+                (refusal.code, refusal.reason.as_str()),
+                (Refusal::BAD_REQUEST, "more than 4 relays before the origin")
+            ),
+            other => panic!("a fifth hop: {other:?}"),
         }
         assert_eq!(peer.stat("relay_refused"), 2);
         assert!(up.handler.0.lock().unwrap().relayed_via.is_empty());
