@@ -331,14 +331,22 @@ pub async fn load_repository(origin: &Origin) -> anyhow::Result<Repository> {
     Ok(Repository::load(&root, |name| files.get(name).cloned())?)
 }
 
-/// Re-sign the timestamp when less than half its lifetime is left. Returns whether it did.
+/// How much later than a fresh one's a timestamp may expire before the refresher takes it as
+/// signed by a clock that was ahead (and re-signs it).
+const TIMESTAMP_AHEAD_SLACK_SECS: i64 = 60;
+
+/// Re-sign the timestamp when less than half its lifetime is left, or when it expires later
+/// than one signed now would (by more than [`TIMESTAMP_AHEAD_SLACK_SECS`]): it was signed
+/// while the clock was ahead, and would otherwise stay valid, for devices, that much longer
+/// than the configured lifetime. Returns whether it did.
 pub async fn refresh_timestamp(origin: &Origin, now: UnixTime) -> anyhow::Result<bool> {
     let repo = load_repository(origin).await?;
     let Some(expires) = repo.timestamp_expires() else {
         return Ok(false);
     };
     let lifetime = origin.dir.config.timestamp_expiry_secs;
-    if expires.0 - now.0 > lifetime / 2 {
+    let left = expires.0 - now.0;
+    if left > lifetime / 2 && left <= lifetime + TIMESTAMP_AHEAD_SLACK_SECS {
         return Ok(false);
     }
     let Some(snapshot) = origin.catalog.latest_metadata("snapshot").await? else {

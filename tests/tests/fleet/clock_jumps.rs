@@ -6,7 +6,8 @@
 //!   timestamp at its new time; devices with the right time are refused for the request
 //!   window (`timestamp … outside the window around …`) and install nothing; a check-in
 //!   captured before the jump and replayed after the clock came back stays refused (nonces
-//!   single use across the jump); back on time, the device installs the new signed image.
+//!   single use across the jump); back on time, the origin re-signs the timestamp it signed
+//!   ahead (it would have stayed valid two days) and the device installs the new signed image.
 //! - The origin's clock jumps a day back: the same refusal; a nonce used at the wrong time is
 //!   refused when replayed; the offer it makes then expires by its clock, so a device with the
 //!   right time refuses it (`offer expired at …`).
@@ -229,6 +230,20 @@ fn fault_clock_jumps_on_the_origin_resign_refuse_and_keep_nonces_single_use() {
     let fresh = raw.check_in(&runtime, now());
     assert!(raw.send(&runtime, fresh.clone()).is_ok());
     assert_eq!(raw.send(&runtime, fresh).unwrap_err(), "nonce already used");
+    // The timestamp signed two days ahead would stay valid for two days: on time again, the
+    // origin re-signs it with an expiry a fresh one has.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (corrected, corrected_expires) = loop {
+        let (v, expires) = served_timestamp(&served);
+        if v > resigned && expires.0 <= now().0 + 20 {
+            break (v, expires);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the timestamp signed ahead is still served: version {v}, expires {expires}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
 
     // A day back: the same refusal for the devices; a nonce used at that time is single-use.
     clock.jump(-DAY);
@@ -274,7 +289,8 @@ fn fault_clock_jumps_on_the_origin_resign_refuse_and_keep_nonces_single_use() {
     eprintln!(
         "origin clock: +2 d re-signed timestamp version {resigned} (expires {expires}); devices \
          refused {ahead:?} (+2 d) and {behind:?} (-1 d); captured check-in replayed after the \
-         jump back: {replayed:?}; an offer made at -1 d, at the right time: {expired:?}"
+         jump back: {replayed:?}; back on time, timestamp version {corrected} (expires \
+         {corrected_expires}); an offer made at -1 d, at the right time: {expired:?}"
     );
 }
 
