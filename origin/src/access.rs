@@ -8,7 +8,15 @@
 //! and checked like every check-in (`director::verify_request` / `verify_relayed`). Where the
 //! channel's attestation policy for `private_content` is `required`, the check-in must also
 //! carry evidence that passed; `preferred` grants and counts the miss; `off` ignores it. A
-//! grant lasts until the offer expires. Grants are keyed by the connection's channel binding
+//! grant lasts until the offer expires, or until the device is revoked or the release is
+//! revoked, whichever comes first: with grants held, the catalog is asked at most once per
+//! [`REFRESH_EVERY`] (on the next blob request) for devices revoked since the last look and,
+//! when the release generation moved, for revoked releases, and those grants are dropped. A
+//! halted release keeps its grants (halting stops new offers; a device already offered may
+//! finish). A grant on a peer's connection names the last device that checked in through it:
+//! revoking that device drops the peer connection's grant (its other devices check in again);
+//! the peer's own grants to its devices last until their offers expire (docs/THREAT-MODEL.md).
+//! Grants are keyed by the connection's channel binding
 //! (the TLS exporter value, unique to one TLS session), so no other connection can use one.
 //!
 //! Which chunks are private comes from the catalog ([`Catalog::private_content`]): read on
@@ -23,6 +31,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ota_core::digest::ChunkId;
 use ota_core::director::DeviceHandle;
+use ota_core::rollout::Stage;
 use ota_core::time::UnixTime;
 use ota_core::tuf::enigm::{Channel, ReleaseNumber};
 
@@ -59,6 +68,19 @@ struct Grants {
     order: VecDeque<[u8; 32]>,
 }
 
+/// How far back a look for revoked devices reaches before the previous look, for the clocks
+/// of the processes that revoke (the revocation time is theirs).
+const REVOCATION_MARGIN_SECS: i64 = 300;
+
+/// What the origin has seen of withdrawals (revoked devices and releases) since it started.
+#[derive(Debug, Default)]
+struct Watch {
+    /// When devices revoked were last asked for (seconds, this process's clock).
+    revocations_seen: Option<UnixTime>,
+    /// The release generation revoked releases were last read at.
+    generation: Option<i64>,
+}
+
 /// What a blob request may get.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BlobAccess {
@@ -77,7 +99,8 @@ pub struct PrivateAccess {
     /// When the catalog was last asked, in milliseconds since the Unix epoch (0: never); an
     /// atomic, so that the check on every blob served takes no lock.
     checked_ms: AtomicU64,
-    refreshing: tokio::sync::Mutex<()>,
+    /// Held while the catalog is asked; what was seen of revocations.
+    refreshing: tokio::sync::Mutex<Watch>,
     grants: Mutex<Grants>,
 }
 
@@ -103,7 +126,7 @@ impl PrivateAccess {
         if !due() {
             return Ok(());
         }
-        let _one_at_a_time = self.refreshing.lock().await;
+        let mut watch = self.refreshing.lock().await;
         if !due() {
             return Ok(());
         }
@@ -130,7 +153,58 @@ impl PrivateAccess {
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = known;
         }
+        if !lock(&self.grants).by_binding.is_empty() {
+            self.drop_withdrawn(catalog, &mut watch).await?;
+        }
         self.checked_ms.store(now_ms(), Ordering::Release);
+        Ok(())
+    }
+
+    /// Drops the grants of devices revoked since the last look and of releases revoked.
+    async fn drop_withdrawn(
+        &self,
+        catalog: &Catalog,
+        watch: &mut Watch,
+    ) -> Result<(), CatalogError> {
+        let now = UnixTime((now_ms() / 1000) as i64);
+        let since = watch
+            .revocations_seen
+            .map_or(UnixTime(0), |t| UnixTime(t.0 - REVOCATION_MARGIN_SECS));
+        let devices: HashSet<DeviceHandle> = catalog
+            .revoked_devices_since(since)
+            .await?
+            .into_iter()
+            .collect();
+        watch.revocations_seen = Some(now);
+        let generation = catalog.release_generation().await?;
+        let mut releases = HashSet::new();
+        if watch.generation != Some(generation) {
+            for release in catalog.releases(None).await? {
+                if release.stage == Stage::Revoked {
+                    releases.insert((release.channel, release.number));
+                }
+            }
+            watch.generation = Some(generation);
+        }
+        if devices.is_empty() && releases.is_empty() {
+            return Ok(());
+        }
+        let mut grants = lock(&self.grants);
+        let before = grants.by_binding.len();
+        grants.by_binding.retain(|_, (handle, held)| {
+            held.retain(|(release, _)| !releases.contains(release));
+            !held.is_empty() && !devices.contains(handle)
+        });
+        let dropped = before - grants.by_binding.len();
+        if dropped > 0 {
+            let Grants { by_binding, order } = &mut *grants;
+            order.retain(|binding| by_binding.contains_key(binding));
+            tracing::info!(
+                target: "origin.access",
+                connections = dropped,
+                "grants withdrawn: device or release revoked"
+            );
+        }
         Ok(())
     }
 

@@ -1297,6 +1297,26 @@ impl Catalog {
         found_device(updated, handle)
     }
 
+    /// Devices revoked at or after `since` (by the revoking process's clock), in handle order.
+    pub async fn revoked_devices_since(
+        &self,
+        since: UnixTime,
+    ) -> Result<Vec<DeviceHandle>, CatalogError> {
+        const OP: &str = "list revoked devices";
+        let rows: Vec<(String,)> = on_backend!(&self.backend, |pool, _Db| {
+            sqlx::query_as(
+                "SELECT handle FROM devices WHERE revoked AND revoked_at >= $1 ORDER BY handle",
+            )
+            .bind(since.0)
+            .fetch_all(pool)
+            .await
+            .map_err(db(OP))?
+        });
+        rows.into_iter()
+            .map(|(hex,)| Ok(DeviceHandle(hex32(&hex, OP, "devices.handle")?)))
+            .collect()
+    }
+
     // --- relays ------------------------------------------------------------------------
 
     /// Enrolls a relay (a site peer) by its node key; refuses a key already enrolled (revoked

@@ -450,7 +450,8 @@ async fn private_chunks_only_on_the_connection_that_earned_an_offer() {
 
 /// The grant store itself, over a real catalog: a grant ends when the offer expires, holds on
 /// its own connection only, for the release it names; private content recorded after the
-/// origin first read it is gated within `REFRESH_EVERY`.
+/// origin first read it is gated within `REFRESH_EVERY`; a grant is withdrawn within
+/// `REFRESH_EVERY` when its device or its release is revoked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grants_expire_and_new_private_releases_are_seen() {
     use ota_core::rollout::HealthPolicy;
@@ -546,4 +547,70 @@ async fn grants_expire_and_new_private_releases_are_seen() {
     );
     assert!(access.has_private_content(&catalog, &key(2)).await.unwrap());
     assert!(!access.has_private_content(&catalog, &key(3)).await.unwrap());
+
+    // The attack: a device revoked while it holds a grant goes on fetching private chunks on
+    // its connection until the offer expires. Refused once the origin looks again (within
+    // REFRESH_EVERY); another device's grant holds until its release is revoked.
+    use ota_core::rollout::Stage;
+    use ota_origin::store::NewDevice;
+    let wall = UnixTime(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64,
+    );
+    let enroll = |handle: DeviceHandle| NewDevice {
+        handle,
+        public_key: handle.0,
+        channel: Channel("stable".into()),
+        model: "enigm-one".into(),
+        validation_cohort: false,
+    };
+    let second = DeviceHandle([8; 32]);
+    let theirs = [3u8; 32];
+    catalog.enroll(&enroll(handle), wall).await.unwrap();
+    catalog.enroll(&enroll(second), wall).await.unwrap();
+    access.grant(theirs, second, key(2), UnixTime(2_900));
+    let refreshed = || tokio::time::sleep(REFRESH_EVERY + std::time::Duration::from_millis(50));
+    refreshed().await;
+    assert_eq!(
+        access.blob(&catalog, &mine, &later, at).await.unwrap(),
+        BlobAccess::Granted,
+        "nothing revoked yet"
+    );
+    catalog.revoke_device(&handle, wall).await.unwrap();
+    refreshed().await;
+    assert_eq!(
+        access.blob(&catalog, &mine, &later, at).await.unwrap(),
+        BlobAccess::Refused(None),
+        "the device was revoked"
+    );
+    assert_eq!(
+        access.blob(&catalog, &theirs, &later, at).await.unwrap(),
+        BlobAccess::Granted,
+        "another device's grant holds"
+    );
+    let stage = catalog
+        .release(&Channel("stable".into()), ReleaseNumber(2))
+        .await
+        .unwrap()
+        .unwrap()
+        .stage;
+    catalog
+        .update_stage(
+            &Channel("stable".into()),
+            ReleaseNumber(2),
+            stage,
+            Stage::Revoked,
+            None,
+            wall,
+        )
+        .await
+        .unwrap();
+    refreshed().await;
+    assert_eq!(
+        access.blob(&catalog, &theirs, &later, at).await.unwrap(),
+        BlobAccess::Refused(None),
+        "the release was revoked"
+    );
 }

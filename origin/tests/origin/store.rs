@@ -725,6 +725,21 @@ async fn devices_enroll_revoke_and_update(db: Db) {
         .revoke_device(&handle, T0.plus_secs(9))
         .await
         .unwrap();
+    // What a serving origin asks to withdraw grants: revoked at or after a time (the first).
+    assert_eq!(
+        catalog
+            .revoked_devices_since(T0.plus_secs(5))
+            .await
+            .unwrap(),
+        vec![handle]
+    );
+    assert!(
+        catalog
+            .revoked_devices_since(T0.plus_secs(6))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     catalog
         .set_installed(&handle, Some(ReleaseNumber(4)))
         .await
