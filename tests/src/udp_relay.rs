@@ -1,7 +1,8 @@
 //! A UDP relay standing for a network link between two programs on loopback: it forwards
 //! every datagram between its clients and one server, and can go **silent** (drop every
 //! datagram, both directions) on command or after a number of bytes sent towards the
-//! clients, then come back. No process dies and no packet is refused: the ends see a link
+//! clients, then come back, or be **lossy** (drop a share of the datagrams each way, chosen
+//! by a seeded generator). No process dies and no packet is refused: the ends see a link
 //! that stops carrying anything, as a cut cable or a dead uplink router looks to them.
 //!
 //! It sits below QUIC: the client's TLS session is with the server itself (the client dials
@@ -38,14 +39,46 @@ struct Shared {
     up: AtomicU64,
     /// Datagrams dropped while silent (both directions).
     dropped: AtomicU64,
+    /// Datagrams dropped per thousand when not silent.
+    loss_per_mille: AtomicU64,
+    /// The loss generator's state (xorshift).
+    loss_state: AtomicU64,
+    /// Datagrams dropped as losses.
+    lost: AtomicU64,
     stop: AtomicBool,
 }
 
 impl Shared {
+    /// Whether this datagram is lost (with the configured loss rate).
+    fn loses(&self) -> bool {
+        let per_mille = self.loss_per_mille.load(Ordering::SeqCst);
+        if per_mille == 0 {
+            return false;
+        }
+        let mut next = 0;
+        let _ = self
+            .loss_state
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |mut x| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                next = x;
+                Some(x)
+            });
+        if next % 1000 < per_mille {
+            self.lost.fetch_add(1, Ordering::SeqCst);
+            return true;
+        }
+        false
+    }
+
     /// Whether a datagram of `len` bytes going towards a client passes (and counts it).
     fn pass_down(&self, len: usize) -> bool {
         if self.silent.load(Ordering::SeqCst) {
             self.dropped.fetch_add(1, Ordering::SeqCst);
+            return false;
+        }
+        if self.loses() {
             return false;
         }
         let after = self.down.fetch_add(len as u64, Ordering::SeqCst) + len as u64;
@@ -63,6 +96,9 @@ impl Shared {
     fn pass_up(&self, len: usize) -> bool {
         if self.silent.load(Ordering::SeqCst) {
             self.dropped.fetch_add(1, Ordering::SeqCst);
+            return false;
+        }
+        if self.loses() {
             return false;
         }
         self.up.fetch_add(len as u64, Ordering::SeqCst);
@@ -95,6 +131,9 @@ impl UdpRelay {
             down: AtomicU64::new(0),
             up: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            loss_per_mille: AtomicU64::new(0),
+            loss_state: AtomicU64::new(0x9e37_79b9_7f4a_7c15),
+            lost: AtomicU64::new(0),
             stop: AtomicBool::new(false),
         });
         let threads = Arc::new(Mutex::new(Vec::new()));
@@ -149,6 +188,19 @@ impl UdpRelay {
     /// Datagrams dropped while silent.
     pub fn dropped(&self) -> u64 {
         self.shared.dropped.load(Ordering::SeqCst)
+    }
+
+    /// Drops `per_mille` datagrams in a thousand, each way, chosen by a fixed-seed generator
+    /// (0: none).
+    pub fn set_loss(&self, per_mille: u64) {
+        self.shared
+            .loss_per_mille
+            .store(per_mille.min(1000), Ordering::SeqCst);
+    }
+
+    /// Datagrams dropped as losses.
+    pub fn lost(&self) -> u64 {
+        self.shared.lost.load(Ordering::SeqCst)
     }
 
     /// `ADDR` `PIN` as the programs' `--origin`/`--origin-pin` or `--upstream ADDR=PIN` take
@@ -278,9 +330,20 @@ mod tests {
         assert_eq!(relay.down_bytes(), 3 + 5 + 4);
         relay.restore();
         assert_eq!(round(b"six").as_deref(), Some(&b"six"[..]));
+
+        // Every datagram lost, then none.
+        relay.set_loss(1000);
+        assert_eq!(
+            round(b"seven"),
+            None,
+            "a link losing everything carries nothing"
+        );
+        assert_eq!(relay.lost(), 1);
+        relay.set_loss(0);
+        assert_eq!(round(b"eight").as_deref(), Some(&b"eight"[..]));
         drop(relay);
         stop.store(true, Ordering::SeqCst);
-        // "two" never reached the server; "five" did (it was dropped on its way back).
-        assert_eq!(echoing.join().unwrap(), 5);
+        // "two" and "seven" never reached the server; "five" did (dropped on its way back).
+        assert_eq!(echoing.join().unwrap(), 6);
     }
 }

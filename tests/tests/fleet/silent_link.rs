@@ -12,6 +12,8 @@
 //!   upstream fetch (`--stall-timeout-secs`), answers what it cannot get `Missing` (the
 //!   device's update fails cleanly, resumable), and serves the rest once the link is back
 //!   (and the fetches it started during the silence have run out their stall bound).
+//! - A device whose link to the origin loses one datagram in twenty each way installs the
+//!   signed image (QUIC's loss recovery; nothing banned).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -405,5 +407,47 @@ fn fault_peer_uplink_goes_silent_the_peer_serves_what_it_holds_and_recovers() {
          {} of {} chunks; {fetched} bytes fetched on resuming for {missing} missing",
         held.len(),
         v2_chunks.len()
+    );
+}
+
+#[test]
+fn fault_lossy_link_to_the_origin_the_device_installs_the_signed_image() {
+    let temp = tempfile::tempdir().unwrap();
+    let fixture = OriginFixture::new(temp.path());
+    let image = test_image("lossy link", 4 << 20);
+    let path = published(temp.path(), "v1.img", &image);
+    fixture.release("stable", 1, &[("system", &path)], &[]);
+    fixture.promote("stable", 1, &["--stable"]);
+    let served = fixture.serve();
+    let link = UdpRelay::start(served.quic);
+    // One datagram in twenty lost, each way, from the first packet (handshake included).
+    link.set_loss(50);
+    let device = Dev::new(
+        temp.path(),
+        "device",
+        &fixture,
+        &link.addr.to_string(),
+        &served.pin,
+        "stable",
+    );
+    let started = Instant::now();
+    let report = device.update_ok(&[]);
+    let took = started.elapsed();
+    assert_eq!(report["release"], 1, "{report}");
+    assert!(
+        report["banned"].as_object().is_none_or(|b| b.is_empty()),
+        "{report}"
+    );
+    let status = device.status();
+    let other = if status["active"] == "A" { "B" } else { "A" };
+    assert!(
+        device.image(other, "system").as_deref() == Some(&image[..]),
+        "the pending slot holds the signed image bit for bit"
+    );
+    let lost = link.lost();
+    assert!(lost > 0, "the link lost nothing");
+    eprintln!(
+        "lossy link (5 % each way): installed in {took:?}, {lost} datagrams lost, {} bytes down",
+        link.down_bytes()
     );
 }
