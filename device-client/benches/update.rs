@@ -35,6 +35,8 @@ use ota_device::source::{LocalChunks, QuicLink, Source, Transport};
 use serde::{Deserialize, Serialize};
 
 const PIECE: usize = 4 << 20;
+/// The name of the child's thread that samples the others' CPU.
+const SAMPLER: &str = "bench-sampler";
 
 #[derive(Serialize, Deserialize)]
 struct Prepared {
@@ -105,6 +107,9 @@ fn main() {
         "the update failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    if std::env::var_os("OTA_BENCH_WAITS").is_some() {
+        eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    }
     let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let secs = result["secs"].as_f64().unwrap();
     let peak = result["peak_rss"].as_u64().unwrap_or(0);
@@ -276,15 +281,29 @@ fn child(dir: &Path) {
     let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let sampler = {
         let sampling = sampling.clone();
-        std::thread::spawn(move || {
-            let mut seen = std::collections::HashMap::new();
-            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+        // Named, so that its own CPU is left out of the update's.
+        std::thread::Builder::new()
+            .name(SAMPLER.into())
+            .spawn(move || {
+                let mut seen = std::collections::HashMap::new();
+                let mut waits = std::collections::BTreeMap::new();
+                let look = std::env::var_os("OTA_BENCH_WAITS").is_some();
+                while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                    thread_cpu(&mut seen);
+                    if look {
+                        thread_waits(&mut waits);
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
                 thread_cpu(&mut seen);
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            thread_cpu(&mut seen);
-            seen
-        })
+                if look {
+                    for ((name, state, wchan), n) in &waits {
+                        eprintln!("wait {name} {state} {wchan} {n}");
+                    }
+                }
+                seen
+            })
+            .unwrap()
     };
     let threads_before = {
         let mut seen = std::collections::HashMap::new();
@@ -304,10 +323,21 @@ fn child(dir: &Path) {
     let secs = start.elapsed().as_secs_f64();
     let cpu = cpu_secs().map(|before_after| before_after - cpu_before.unwrap_or(0.0));
     sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    let sampled = sampler.join().unwrap();
+    // The sampler's own CPU is not the update's.
+    let sampler_cpu: f64 = sampled
+        .iter()
+        .filter(|(_, (name, _, _))| name == SAMPLER)
+        .map(|(tid, (_, on, _))| (on - threads_before.get(tid).map_or(0, |t| t.1)) as f64 / 1e9)
+        .sum();
+    let cpu = cpu.map(|cpu| (cpu - sampler_cpu).max(0.0));
     // Per thread name: seconds on a CPU and waiting for one, during the update.
     let mut threads: std::collections::BTreeMap<String, [f64; 2]> =
         std::collections::BTreeMap::new();
-    for (tid, (name, on, wait)) in sampler.join().unwrap() {
+    for (tid, (name, on, wait)) in sampled {
+        if name == SAMPLER {
+            continue;
+        }
         let (on0, wait0) = threads_before
             .get(&tid)
             .map_or((0, 0), |(_, on, wait)| (*on, *wait));
@@ -423,6 +453,28 @@ fn thread_cpu(seen: &mut std::collections::HashMap<u64, (String, u64, u64)>) {
         if let (Some(Some(on)), Some(Some(wait))) = (fields.next(), fields.next()) {
             seen.insert(tid, (name.trim().to_string(), on, wait));
         }
+    }
+}
+
+/// With `OTA_BENCH_WAITS` set: count, per thread name, each state and kernel wait channel
+/// seen (`/proc/self/task/*/{stat,wchan}`), printed on stderr at the end.
+fn thread_waits(waits: &mut std::collections::BTreeMap<(String, String, String), u64>) {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return;
+    };
+    for task in tasks.flatten() {
+        let (Ok(stat), Ok(wchan)) = (
+            std::fs::read_to_string(task.path().join("stat")),
+            std::fs::read_to_string(task.path().join("wchan")),
+        ) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = stat[open + 1..close].to_string();
+        let state = stat[close + 2..].chars().next().unwrap_or('?').to_string();
+        *waits.entry((name, state, wchan)).or_default() += 1;
     }
 }
 

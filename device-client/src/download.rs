@@ -804,3 +804,83 @@ impl JournalFile {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use ota_core::chunk::{ChunkingParams, Ingest};
+    use ota_core::tuf::testkit::assume_verified;
+
+    use super::*;
+    use crate::source::LocalChunks;
+
+    /// Two local copies of the old image, the first with a byte changed in every tenth chunk:
+    /// the reader's check refuses the first changed chunk, the copy is banned and named, the
+    /// chunks come from the other copy, and the slot ends up holding the signed artifact.
+    #[test]
+    fn a_changed_local_copy_is_banned_and_the_artifact_written_from_the_other() {
+        let mut data = vec![0u8; 2 << 20];
+        blake3::Hasher::new()
+            .update(b"download test")
+            .finalize_xof()
+            .fill(&mut data);
+        let mut ingest = Ingest::new(ChunkingParams::new(1024, 4096, 16384).unwrap());
+        let ok = |_: ota_core::chunk::CutChunk<'_>| Ok::<(), std::convert::Infallible>(());
+        ingest.update(&data, ok).unwrap();
+        let out = ingest.finish(ok).unwrap();
+        let artifact = assume_verified("artifacts/t.img", out.length, out.sha256, out.chunks);
+        let verifier = ChunkVerifier::new(&artifact, &out.index).unwrap();
+        let entries = verifier.index().entries();
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut changed = data.clone();
+        for e in entries.iter().step_by(10) {
+            changed[e.offset() as usize] ^= 1;
+        }
+        let mut list = Vec::new();
+        for (i, bytes) in [&changed, &data].into_iter().enumerate() {
+            let path = dir.path().join(format!("old{i}.img"));
+            std::fs::write(&path, bytes).unwrap();
+            let mut local = LocalChunks::default();
+            local.files.push(File::open(&path).unwrap());
+            for e in entries {
+                local.chunks.insert(*e.id(), (0, e.offset(), e.len()));
+            }
+            list.push(Source {
+                id: SourceId(i as _),
+                kind: SourceKind::LocalSlot,
+                name: format!("copy {i}"),
+                transport: Transport::Local(Arc::new(local)),
+            });
+        }
+        let mut sources = Sources::new(list, entries.iter().map(|e| *e.id()).collect());
+        let job = Job {
+            artifact: &artifact,
+            verifier: &verifier,
+            slot_file: dir.path().join("new.img"),
+            journal_file: dir.path().join("new.journal"),
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let report = runtime
+            .block_on(download(
+                &job,
+                &mut sources,
+                Config::default(),
+                &Progress::quiet(),
+            ))
+            .unwrap();
+        assert_eq!(std::fs::read(&job.slot_file).unwrap(), data);
+        let banned = sources.uses[0].banned.clone().unwrap_or_default();
+        assert!(banned.contains("should hash to"), "{:?}", sources.uses);
+        assert_eq!(sources.uses[1].banned, None);
+        assert_eq!(
+            report.bytes_by_kind.get(&SourceKind::LocalSlot),
+            Some(&(data.len() as u64))
+        );
+    }
+}

@@ -623,3 +623,89 @@ pub async fn http_get(
 pub fn peer_name(addr: SocketAddr) -> String {
     format!("peer {addr}")
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::collections::HashMap;
+
+    use ota_core::chunk::{ChunkingParams, Ingest};
+    use ota_core::tuf::testkit::assume_verified;
+
+    use super::*;
+
+    #[test]
+    fn the_local_reader_reads_runs_and_checks_every_chunk() {
+        // 3 MiB in chunks of 4 KiB on average: several runs of about LOCAL_RUN bytes.
+        let mut data = vec![0u8; 3 << 20];
+        blake3::Hasher::new()
+            .update(b"local reader test")
+            .finalize_xof()
+            .fill(&mut data);
+        let params = ChunkingParams::new(1024, 4096, 16384).unwrap();
+        let mut ingest = Ingest::new(params);
+        let ok = |_: ota_core::chunk::CutChunk<'_>| Ok::<(), std::convert::Infallible>(());
+        ingest.update(&data, ok).unwrap();
+        let out = ingest.finish(ok).unwrap();
+        let target = assume_verified("artifacts/t.img", out.length, out.sha256, out.chunks);
+        let verifier = Arc::new(ChunkVerifier::new(&target, &out.index).unwrap());
+        let entries = verifier.index().entries().to_vec();
+
+        // The slot file, with one byte of chunk 5 changed (a slot that changed since it was
+        // installed, or a bad disk).
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("active.img");
+        let mut on_disk = data.clone();
+        on_disk[entries[5].offset() as usize + 1] ^= 1;
+        std::fs::write(&path, &on_disk).unwrap();
+        let mut local = LocalChunks::default();
+        local.files.push(File::open(&path).unwrap());
+        for e in &entries {
+            local.chunks.insert(*e.id(), (0, e.offset(), e.len()));
+        }
+        // Asked for: every chunk, then one the slot does not hold, in two requests.
+        let unheld = ChunkId::of(b"not in the slot");
+        let (tx, mut rx) = mpsc::channel(4);
+        let reader =
+            LocalReader::start(SourceId(7), Arc::new(local), verifier.clone(), tx).unwrap();
+        let ids: Vec<ChunkId> = entries.iter().map(|e| *e.id()).collect();
+        let (first, rest) = ids.split_at(ids.len() / 3);
+        reader.request(first.to_vec());
+        reader.request(rest.iter().copied().chain([unheld]).collect());
+
+        let mut verdicts: HashMap<ChunkId, bool> = HashMap::new();
+        let mut runs = 0;
+        let mut missing = Vec::new();
+        while verdicts.len() + missing.len() < ids.len() + 1 {
+            match rx.blocking_recv().unwrap() {
+                Event::Run {
+                    source,
+                    bytes,
+                    chunks,
+                } => {
+                    assert_eq!(source, SourceId(7));
+                    assert!(bytes.len() as u64 <= LOCAL_RUN + 16384, "{}", bytes.len());
+                    runs += 1;
+                    for c in chunks {
+                        let p = verifier.positions_of(&c.id);
+                        assert_eq!(c.positions, p);
+                        let e = &entries[p[0] as usize];
+                        // The bytes handed over are the slot's at the chunk's place.
+                        let at = e.offset() as usize..e.offset() as usize + e.len() as usize;
+                        assert_eq!(&bytes[c.range.clone()], &on_disk[at]);
+                        verdicts.insert(c.id, c.verdict.is_ok());
+                    }
+                }
+                Event::Missing { id, .. } => missing.push(id),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(missing, vec![unheld]);
+        assert!(runs >= 3 && runs < ids.len() / 10, "{runs} runs");
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(verdicts[id], i != 5, "chunk {i}");
+        }
+        drop(reader);
+    }
+}

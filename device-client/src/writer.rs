@@ -524,14 +524,15 @@ mod tests {
     }
 
     /// Writes every position not in `resumed` (in reverse order: far ahead of the frontier
-    /// first), the resumed ones put in the slot beforehand from `resumed_bytes`; returns the
-    /// check and the positions journalled.
+    /// first), in runs of up to `group` consecutive positions (one chunk at a time if 1), the
+    /// resumed ones put in the slot beforehand from `resumed_bytes`; returns the check and the
+    /// positions journalled.
     fn run(
         data: &[u8],
         target: &ota_core::tuf::VerifiedArtifact,
         verifier: &ChunkVerifier,
-        resumed: &[u64],
-        resumed_bytes: &[u8],
+        (resumed, resumed_bytes): (&[u64], &[u8]),
+        group: usize,
     ) -> (Checked, Vec<u64>) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("slot.img");
@@ -573,13 +574,23 @@ mod tests {
                 },
             )
             .unwrap();
-            for (p, e) in entries.iter().enumerate().rev() {
-                if done[p] {
-                    continue;
+            let mut groups: Vec<Vec<u64>> = Vec::new();
+            for p in (0..entries.len() as u64).filter(|&p| !done[p as usize]) {
+                match groups.last_mut() {
+                    Some(g) if g.len() < group && g.last() == Some(&(p - 1)) => g.push(p),
+                    _ => groups.push(vec![p]),
                 }
-                let range = e.offset() as usize..e.offset() as usize + e.len() as usize;
+            }
+            for g in groups.iter().rev() {
+                let (first, last) = (&entries[g[0] as usize], &entries[g[g.len() - 1] as usize]);
+                let range =
+                    first.offset() as usize..(last.offset() + u64::from(last.len())) as usize;
                 let bytes = Bytes::copy_from_slice(&data[range]);
-                writer.write(vec![p as u64], bytes).await.unwrap();
+                if g.len() == 1 {
+                    writer.write(vec![g[0]], bytes).await.unwrap();
+                } else {
+                    writer.write_run(g[0], g.len() as u64, bytes).await.unwrap();
+                }
             }
             writer.finish().await.unwrap()
         });
@@ -600,7 +611,7 @@ mod tests {
         assert!(count > 20, "{count} chunks");
         // The first three positions come from an earlier run (read back for the check); the
         // others arrive last first, mostly beyond what is kept in memory (read back too).
-        let (checked, mut journalled) = run(&data, &target, &verifier, &[0, 1, 2], &data);
+        let (checked, mut journalled) = run(&data, &target, &verifier, (&[0, 1, 2], &data), 1);
         assert_eq!(checked, Some(Ok(())));
         journalled.sort_unstable();
         assert_eq!(
@@ -611,13 +622,35 @@ mod tests {
     }
 
     #[test]
+    fn runs_of_consecutive_chunks_are_written_journalled_and_hashed() {
+        let (data, target, verifier) = artifact(64 << 10);
+        let count = verifier.index().len();
+        // Runs of five chunks written with one write each, last first: those far ahead of
+        // the frontier are read back, the others hashed as written; every position of a
+        // run is journalled.
+        let (checked, mut journalled) = run(&data, &target, &verifier, (&[0], &data), 5);
+        assert_eq!(checked, Some(Ok(())));
+        journalled.sort_unstable();
+        assert_eq!(journalled, (1..count).collect::<Vec<_>>());
+        // A run that holds other bytes than the chunks verified (the writer trusts its
+        // caller's verification; the whole check does not): refused.
+        let mut changed = data.clone();
+        changed[data.len() / 2] ^= 1;
+        let (checked, _) = run(&changed, &target, &verifier, (&[0], &data), 5);
+        assert!(
+            matches!(checked, Some(Err(ArtifactError::Sha256Mismatch { .. }))),
+            "{checked:?}"
+        );
+    }
+
+    #[test]
     fn a_byte_changed_in_a_resumed_chunk_fails_the_whole_check() {
         let (data, target, verifier) = artifact(64 << 10);
         // The slot holds another byte in a chunk of the earlier run: the whole check, which
         // reads resumed chunks back, refuses the artifact.
         let mut stale = data.clone();
         stale[10] ^= 1;
-        let (checked, _) = run(&data, &target, &verifier, &[0, 1], &stale);
+        let (checked, _) = run(&data, &target, &verifier, (&[0, 1], &stale), 1);
         assert!(
             matches!(checked, Some(Err(ArtifactError::Sha256Mismatch { .. }))),
             "{checked:?}"
