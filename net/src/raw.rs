@@ -1,9 +1,10 @@
 //! Raw quinn throughput: the physical limit the serving benchmarks (`net/benches/loopback.rs`,
 //! `origin/benches/serve.rs`, `peer-node/benches/serve.rs`) print their figures next to.
 //!
-//! One connection with the protocol's TLS and transport settings, no protocol on top: on each
-//! stream the client sends two bytes and the server answers with `total` bytes from memory,
-//! written in 1 MiB pieces without copying; the client counts them without copying.
+//! One connection with the protocol's TLS and transport settings and UDP socket buffers, no
+//! protocol on top: on each stream the client sends two bytes and the server answers with
+//! `total` bytes from memory, written in 1 MiB pieces without copying; the client counts them
+//! without copying.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -47,7 +48,7 @@ pub fn serve(
     total: usize,
 ) -> Result<SocketAddr, RawError> {
     let config = quic::server_config(identity, limits)?;
-    let endpoint = quinn::Endpoint::server(config, SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    let endpoint = endpoint(Some(config))?;
     let addr = endpoint.local_addr()?;
     let piece = Bytes::from(vec![0xa5u8; 1024 * 1024]);
     tokio::spawn(async move {
@@ -87,9 +88,23 @@ pub async fn connect(
     pin: CertPin,
     limits: &TransportLimits,
 ) -> Result<quinn::Connection, RawError> {
-    let endpoint = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    let endpoint = endpoint(None)?;
     let config = quic::client_config(pin, limits)?;
     Ok(endpoint.connect_with(config, addr, SERVER_NAME)?.await?)
+}
+
+/// An endpoint on `127.0.0.1`, port chosen by the OS, on a socket made as the protocol's
+/// servers and clients make theirs ([`quic::bind_udp`]: the same socket buffers).
+fn endpoint(server: Option<quinn::ServerConfig>) -> Result<quinn::Endpoint, RawError> {
+    let socket = quic::bind_udp(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    let runtime =
+        quinn::default_runtime().ok_or_else(|| std::io::Error::other("no async runtime found"))?;
+    Ok(quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        server,
+        socket,
+        runtime,
+    )?)
 }
 
 /// One transfer on a new stream: the bytes received and the time from the request to the
