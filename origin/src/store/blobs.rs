@@ -32,8 +32,10 @@ use ota_core::digest::ChunkId;
 #[derive(Clone)]
 pub struct BlobStore {
     store: Arc<dyn ObjectStore>,
-    /// The directory of a local store: [`BlobStore::get`] reads its files directly (one
-    /// trip to a blocking thread rather than `object_store`'s two, on the serving path).
+    /// The directory of a local store: [`BlobStore::get`] and [`BlobStore::get_verified`]
+    /// read its files directly, opening, reading and (for the latter) hashing in one trip to
+    /// a blocking thread (rather than `object_store`'s two, then hashing on the async
+    /// threads that drive the connections), on the serving path.
     local: Option<PathBuf>,
     /// Where it lives, for messages.
     location: String,
@@ -262,7 +264,7 @@ impl BlobStore {
         const OP: &str = "get";
         if let Some(dir) = &self.local {
             let (file, id) = (dir.join(Self::key(id)), *id);
-            return tokio::task::spawn_blocking(move || read_local(&file, &id, max_len))
+            return tokio::task::spawn_blocking(move || read_local(&file, &id, max_len, false))
                 .await
                 .map_err(|e| local_error(OP, &id, e))?;
         }
@@ -299,13 +301,17 @@ impl BlobStore {
         id: &ChunkId,
         max_len: u64,
     ) -> Result<Option<Bytes>, BlobError> {
+        if let Some(dir) = &self.local {
+            // Read and hashed in one blocking call, while the bytes are in the CPU's cache.
+            let (file, id) = (dir.join(Self::key(id)), *id);
+            return tokio::task::spawn_blocking(move || read_local(&file, &id, max_len, true))
+                .await
+                .map_err(|e| local_error("get", &id, e))?;
+        }
         let Some(bytes) = self.get(id, max_len).await? else {
             return Ok(None);
         };
-        let found = ChunkId::of(&bytes);
-        if found != *id {
-            return Err(BlobError::Damaged { id: *id, found });
-        }
+        check(id, &bytes)?;
         Ok(Some(bytes))
     }
 
@@ -362,8 +368,23 @@ fn path(id: &ChunkId) -> ObjectPath {
     ObjectPath::from(BlobStore::key(id))
 }
 
-/// [`BlobStore::get`] of a local store: the same checks, in one blocking call.
-fn read_local(file: &Path, id: &ChunkId, max_len: u64) -> Result<Option<Bytes>, BlobError> {
+/// The stored `bytes` of blob `id` must hash to `id`.
+fn check(id: &ChunkId, bytes: &[u8]) -> Result<(), BlobError> {
+    let found = ChunkId::of(bytes);
+    if found != *id {
+        return Err(BlobError::Damaged { id: *id, found });
+    }
+    Ok(())
+}
+
+/// [`BlobStore::get`] of a local store: the same checks, in one blocking call; with `verify`,
+/// also [`BlobStore::get_verified`]'s check of the bytes against `id`.
+fn read_local(
+    file: &Path,
+    id: &ChunkId,
+    max_len: u64,
+    verify: bool,
+) -> Result<Option<Bytes>, BlobError> {
     use std::io::Read as _;
     const OP: &str = "get";
     let opened = std::fs::File::open(file).and_then(|f| Ok((f.metadata()?, f)));
@@ -395,6 +416,9 @@ fn read_local(file: &Path, id: &ChunkId, max_len: u64) -> Result<Option<Bytes>, 
             expected,
             read,
         });
+    }
+    if verify {
+        check(id, &bytes)?;
     }
     Ok(Some(Bytes::from(bytes)))
 }

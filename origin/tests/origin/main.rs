@@ -9,4 +9,5 @@ mod http;
 mod pkcs11;
 mod private;
 mod relay;
+mod serving;
 mod store;
