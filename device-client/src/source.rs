@@ -5,7 +5,7 @@
 //! request runs as its own task and reports chunk by chunk over a bounded channel, so at most
 //! a few chunks per source wait in memory.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -147,7 +147,7 @@ pub struct LocalChunks {
     /// The slot's files.
     pub files: Vec<File>,
     /// Chunk id → (file, offset, length).
-    pub chunks: std::collections::HashMap<ChunkId, (usize, u64, u32)>,
+    pub chunks: HashMap<ChunkId, (usize, u64, u32)>,
 }
 
 /// What a request task reports.
@@ -396,6 +396,21 @@ fn read_runs(
     asked: &sync_mpsc::Receiver<Vec<ChunkId>>,
     events: &mpsc::Sender<Event>,
 ) {
+    // Each chunk's first position, and whether it has others (a hash look-up per chunk
+    // instead of the verifier's binary search).
+    let mut first_positions: HashMap<ChunkId, (u64, bool)> =
+        HashMap::with_capacity(verifier.index().entries().len());
+    for (p, entry) in verifier.index().entries().iter().enumerate() {
+        first_positions
+            .entry(*entry.id())
+            .and_modify(|(_, several)| *several = true)
+            .or_insert((p as u64, false));
+    }
+    let positions = |id: &ChunkId| match first_positions.get(id) {
+        None => Vec::new(),
+        Some(&(first, false)) => vec![first],
+        Some(&(_, true)) => verifier.positions_of(id).to_vec(),
+    };
     let mut queue: VecDeque<ChunkId> = VecDeque::new();
     let mut run: Vec<(ChunkId, u64, u32)> = Vec::new();
     loop {
@@ -435,11 +450,19 @@ fn read_runs(
             queue.pop_front();
         }
         let sent = match local.read_run(file, offset, end) {
-            Some(bytes) => events.blocking_send(checked_run(source, verifier, bytes, &run)),
+            Some(bytes) => {
+                events.blocking_send(checked_run(source, verifier, &positions, bytes, &run))
+            }
             // A run that cannot be read whole: each of its chunks alone.
             None => run.iter().try_for_each(|&(id, _, _)| {
                 let event = match local.read(&id) {
-                    Some(bytes) => checked_run(source, verifier, Bytes::from(bytes), &[(id, 0, 0)]),
+                    Some(bytes) => checked_run(
+                        source,
+                        verifier,
+                        &positions,
+                        Bytes::from(bytes),
+                        &[(id, 0, 0)],
+                    ),
                     None => Event::Missing { source, id },
                 };
                 events.blocking_send(event)
@@ -456,6 +479,7 @@ fn read_runs(
 fn checked_run(
     source: SourceId,
     verifier: &ChunkVerifier,
+    positions_of: &dyn Fn(&ChunkId) -> Vec<u64>,
     bytes: Bytes,
     run: &[(ChunkId, u64, u32)],
 ) -> Event {
@@ -469,7 +493,7 @@ fn checked_run(
                 let start = (offset - base) as usize;
                 start..start + len as usize
             };
-            let positions = verifier.positions_of(&id).to_vec();
+            let positions = positions_of(&id);
             let verdict = match positions.first() {
                 Some(&position) => verifier.verify(position, &bytes[range.clone()]).map(|_| ()),
                 None => Ok(()),
@@ -637,12 +661,14 @@ mod tests {
 
     #[test]
     fn the_local_reader_reads_runs_and_checks_every_chunk() {
-        // 3 MiB in chunks of 4 KiB on average: several runs of about LOCAL_RUN bytes.
+        // 3 MiB in chunks of 4 KiB on average: several runs of about LOCAL_RUN bytes. The
+        // second half repeats the first: chunks at two positions.
         let mut data = vec![0u8; 3 << 20];
         blake3::Hasher::new()
             .update(b"local reader test")
             .finalize_xof()
-            .fill(&mut data);
+            .fill(&mut data[..3 << 19]);
+        data.copy_within(..3 << 19, 3 << 19);
         let params = ChunkingParams::new(1024, 4096, 16384).unwrap();
         let mut ingest = Ingest::new(params);
         let ok = |_: ota_core::chunk::CutChunk<'_>| Ok::<(), std::convert::Infallible>(());
@@ -662,7 +688,10 @@ mod tests {
         let mut local = LocalChunks::default();
         local.files.push(File::open(&path).unwrap());
         for e in &entries {
-            local.chunks.insert(*e.id(), (0, e.offset(), e.len()));
+            local
+                .chunks
+                .entry(*e.id())
+                .or_insert((0, e.offset(), e.len()));
         }
         // Asked for: every chunk, then one the slot does not hold, in two requests.
         let unheld = ChunkId::of(b"not in the slot");
@@ -675,9 +704,9 @@ mod tests {
         reader.request(rest.iter().copied().chain([unheld]).collect());
 
         let mut verdicts: HashMap<ChunkId, bool> = HashMap::new();
-        let mut runs = 0;
+        let (mut runs, mut answered, mut several) = (0, 0, 0);
         let mut missing = Vec::new();
-        while verdicts.len() + missing.len() < ids.len() + 1 {
+        while answered < ids.len() + 1 {
             match rx.blocking_recv().unwrap() {
                 Event::Run {
                     source,
@@ -688,8 +717,10 @@ mod tests {
                     assert!(bytes.len() as u64 <= LOCAL_RUN + 16384, "{}", bytes.len());
                     runs += 1;
                     for c in chunks {
+                        answered += 1;
                         let p = verifier.positions_of(&c.id);
                         assert_eq!(c.positions, p);
+                        several += usize::from(p.len() > 1);
                         let e = &entries[p[0] as usize];
                         // The bytes handed over are the slot's at the chunk's place.
                         let at = e.offset() as usize..e.offset() as usize + e.len() as usize;
@@ -697,14 +728,18 @@ mod tests {
                         verdicts.insert(c.id, c.verdict.is_ok());
                     }
                 }
-                Event::Missing { id, .. } => missing.push(id),
+                Event::Missing { id, .. } => {
+                    answered += 1;
+                    missing.push(id);
+                }
                 other => panic!("{other:?}"),
             }
         }
         assert_eq!(missing, vec![unheld]);
         assert!(runs >= 3 && runs < ids.len() / 10, "{runs} runs");
+        assert!(several > 100, "{several} chunks at two positions");
         for (i, id) in ids.iter().enumerate() {
-            assert_eq!(verdicts[id], i != 5, "chunk {i}");
+            assert_eq!(verdicts[id], *id != ids[5], "chunk {i}");
         }
         drop(reader);
     }
