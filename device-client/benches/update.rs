@@ -15,6 +15,12 @@
 //! `JOURNAL_BYTES` or `JOURNAL_INTERVAL` on a thread of its own while the writes go on, and at
 //! the end). Targets: throughput at least 0.8 × the slower limit; peak RSS under 64 MiB.
 //!
+//! Also printed, as the ratio depends on what else the machine runs: the update's CPU per GiB
+//! and the cores it kept busy, and per thread (by name, from `/proc/self/task/*/schedstat`)
+//! the seconds per GiB it spent on a CPU, waiting for one, and asleep (waiting on a queue, a
+//! lock or the disk). With `OTA_BENCH_WAITS` set, the child also counts each thread's state
+//! and kernel wait channel every 20 ms and prints them on stderr.
+//!
 //! Run: `cargo bench -p ota-device --bench update`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]

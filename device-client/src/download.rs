@@ -2,6 +2,12 @@
 //! `ota_core::fetch::Scheduler` over every source, verifying each chunk before it is written,
 //! then check the whole artifact against its signed hashes.
 //!
+//! The active slot is read ahead by a `source::LocalReader`, in runs of adjacent chunks, each
+//! chunk checked against its id on the reader's thread (its verdict comes with the bytes, and
+//! a chunk that failed is handled as any corrupt chunk: the source banned, the chunk asked
+//! elsewhere); a run's verified chunks that go to consecutive positions are written with one
+//! write. Chunks from the network are checked here.
+//!
 //! Crash safety: a chunk's journal record is appended only after its bytes are written and
 //! the slot file synced; on resume every journalled chunk is read back and verified again
 //! before it counts (the journal saves downloads, it is never trusted for content). A chunk

@@ -1,9 +1,10 @@
 //! The places chunks come from, as the device drives them: the origin and LAN peers over QUIC
 //! (`GetBlobs`), a plain HTTP mirror (`GET /chunks/ID`), and the active slot (a local copy).
 //!
-//! A source only moves bytes; every byte is verified by the download loop before use. Each
-//! request runs as its own task and reports chunk by chunk over a bounded channel, so at most
-//! a few chunks per source wait in memory.
+//! A source only moves bytes; every byte is verified before use: by the download loop, or for
+//! the active slot by its [`LocalReader`] on a thread of its own, before the loop sees the
+//! chunk. Each network request runs as its own task and reports chunk by chunk over a bounded
+//! channel, so at most a few chunks per source wait in memory.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
