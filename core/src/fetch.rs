@@ -49,7 +49,9 @@
 //! - **Lost is temporary.** A source whose connection was lost ([`Scheduler::handle_source_lost`],
 //!   e.g. an outage) is not asked for `timeout_floor`, doubling with each loss without a
 //!   delivery in between (at most 64×); then it is probed with one chunk at a time until it
-//!   delivers. Chunks that only such a source may provide wait for it rather than failing.
+//!   delivers. Chunks that only such a source may provide wait for it rather than failing,
+//!   also those that went overdue there before the loss was reported (the loss explains the
+//!   lateness; a chunk the source answered `Missing` stays passed over).
 //!   [`Scheduler::remove_source`] drops a source for good.
 //! - **Bans are permanent.** A source that sends a chunk whose hash does not match is banned
 //!   for the rest of the update and named in the [`Report`].
@@ -257,7 +259,8 @@ struct Source {
     last_delivery: Option<Millis>,
     bytes: u64,
     chunks: u64,
-    /// Chunks that list this source in `passed_over` (they only ever grow).
+    /// Chunks that list this source in `passed_over` (they only grow, but for the chunks that
+    /// went overdue at a source then lost: see `handle_source_lost`).
     passed: usize,
 }
 
@@ -633,6 +636,20 @@ impl Scheduler {
                 src.backoff_until = Some(Millis(now.0.saturating_add(wait)));
                 src.stall = None;
                 src.probing = false;
+            }
+            // The chunks that went overdue here were late because the link was going: the
+            // loss explains them, so once back the source may be asked for them again.
+            // Otherwise a chunk that only this source may provide would be stuck, though the
+            // source is only backing off. (A chunk it answered `Missing` stays passed over.)
+            let late: Vec<usize> = self.sources[s]
+                .in_flight
+                .keys()
+                .copied()
+                .filter(|&c| self.chunks[c].passed_over.contains(&source))
+                .collect();
+            for c in late {
+                self.chunks[c].passed_over.retain(|p| *p != source);
+                self.sources[s].passed -= 1;
             }
             self.release_all(s);
         }
@@ -1568,6 +1585,48 @@ mod tests {
         assert_eq!(seen, [Action::Complete]);
         assert_eq!(s.report().bytes_by_kind[&SourceKind::Origin], 50 * 65_536);
         assert!(s.report().sources[0].banned.is_none());
+    }
+
+    /// The only source goes silent: its requests go overdue (passed over), then its
+    /// connection is declared lost. Its chunks wait for it, and once back it is asked for
+    /// them again; without that the update was stuck the moment the loss was reported.
+    #[test]
+    fn chunks_overdue_at_a_source_then_lost_wait_for_it_and_are_asked_again() {
+        let floor = Config::default().timeout_floor;
+        let mut s = Scheduler::new(Config::default(), needs(20));
+        s.add_source(Millis(0), ORIGIN, SourceKind::Origin, 8, Holdings::Any);
+        s.start(Millis(0));
+        let (first, _) = drain(&mut s);
+        assert_eq!(first.len(), 8);
+        // Silence: past every deadline, several periods long.
+        for t in 1..=6 {
+            s.handle_timeout(Millis(t * floor));
+        }
+        let (_, other) = drain(&mut s);
+        assert!(
+            !other.iter().any(|a| matches!(a, Action::Stuck { .. })),
+            "{other:?}"
+        );
+        // The link is declared lost: nothing is stuck, the source backs off.
+        let lost_at = 6 * floor + 1;
+        s.handle_source_lost(Millis(lost_at), ORIGIN);
+        let (requests, other) = drain(&mut s);
+        assert!(requests.is_empty(), "{requests:?}");
+        assert!(
+            !other.iter().any(|a| matches!(a, Action::Stuck { .. })),
+            "{other:?}"
+        );
+        // Back after the backoff: probed, it delivers, and every chunk (the overdue ones too)
+        // is asked of it again and verified.
+        // (Its backoff ends `timeout_floor` after the loss; a demotion for the stall may end
+        // before.)
+        while let Some(at) = s.poll_timeout().filter(|at| at.0 <= lost_at + floor) {
+            s.handle_timeout(at);
+        }
+        let back = Millis(lost_at + floor);
+        let seen = run(&mut s, back.0, |_, _| Some(ChunkOutcome::Verified));
+        assert_eq!(seen, [Action::Complete]);
+        assert_eq!(s.report().bytes_by_kind[&SourceKind::Origin], 20 * 65_536);
     }
 
     #[test]

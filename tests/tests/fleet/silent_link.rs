@@ -5,9 +5,10 @@
 //! server's pin), so the programs see nothing but a link that stops carrying anything.
 //!
 //! - A device whose only source goes silent notices (its requests make no progress for 30 s:
-//!   `source_lost`), gives the update up (`cannot be had from any source still usable`),
-//!   keeps its active slot as it was and its journal's verified chunks, and once the link is
-//!   back its next update completes without fetching again what it had verified.
+//!   `source_lost`) and waits for it (backing it off and redialling; the update is not given
+//!   up while it has a source that may come back, up to its 120 s no-progress limit), keeps
+//!   its active slot as it was and its journal's verified chunks, and once the link is back
+//!   the same update completes without fetching again what it had verified.
 //! - A site peer whose uplink goes silent keeps serving what it holds, logs the stalled
 //!   upstream fetch (`--stall-timeout-secs`), answers what it cannot get `Missing` (the
 //!   device's update fails cleanly, resumable), and serves the rest once the link is back
@@ -74,27 +75,46 @@ fn fault_link_to_the_origin_goes_silent_mid_update_the_device_keeps_its_slot_and
 
     // The link dies once 7 MiB of the 12 MiB image has come through (the device has 64
     // chunks, about 4 MiB, in flight at once, all arriving together). The device's requests
-    // stall; after 30 s without progress it gives its only source up and the update fails.
+    // stall; after 30 s without progress it declares its only source lost and backs it off,
+    // waiting for it (its chunks cannot come from anywhere else), not giving the update up.
     link.silence_after_down(7 << 20);
-    let (code, lines, stderr) = device.update(&[]);
-    let done = lines.last().cloned().unwrap_or(Value::Null);
+    let mut command = Command::new(bin("ota-device"));
+    command
+        .args(["update", "--state", device.state_str(), "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut update = Proc::spawn("ota-device update (silent link)", &mut command);
+    let stdout = update.child().stdout.take().unwrap();
+    let (tx, events) = std::sync::mpsc::channel::<Value>();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                let _ = tx.send(v);
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let lost = loop {
+        let event = events
+            .recv_timeout(Duration::from_secs(90))
+            .unwrap_or_else(|e| panic!("no source_lost within 90 s ({e}): {lines:?}"));
+        lines.push(event.clone());
+        assert_ne!(
+            event["event"], "done",
+            "the update ended on a silent link: {event}"
+        );
+        if event["event"] == "source_lost" {
+            break event;
+        }
+    };
     assert!(
         link.is_silent(),
-        "the update ended before the link went silent: {done}"
+        "the source was lost before the link went silent: {lost}"
     );
-    // Exit 2: the environment (no source reachable), not a verification refusal.
-    assert_eq!(code, 2, "{stderr}\n{done}");
-    assert_eq!(done["outcome"], "failed", "{done}");
-    assert_eq!(done["error_class"], "download", "{done}");
-    let reason = done["reason"].as_str().unwrap_or_default().to_string();
-    assert!(
-        reason.contains("cannot be had from any source still usable"),
-        "{done}"
-    );
-    let lost = lines
-        .iter()
-        .find(|l| l["event"] == "source_lost")
-        .unwrap_or_else(|| panic!("the device did not notice the silent link: {lines:?}"));
     let noticed = lost["reason"].as_str().unwrap_or_default().to_string();
     assert!(
         noticed.ends_with("made no progress for 30s while reading a response header")
@@ -102,8 +122,10 @@ fn fault_link_to_the_origin_goes_silent_mid_update_the_device_keeps_its_slot_and
         "the silent link is noticed as a stall: {lost}"
     );
 
-    // The link still silent: the active slot is as it was, nothing is pending, and the
-    // journal holds the chunks verified before the link died (some, not all).
+    // The link still silent and the update still running: the active slot is as it was,
+    // nothing is pending, and the journal holds the chunks verified before the link died
+    // (some, not all).
+    assert!(update.try_wait().is_none(), "the update gave up: {lines:?}");
     assert_eq!(
         device.active_slot(),
         before,
@@ -121,11 +143,21 @@ fn fault_link_to_the_origin_goes_silent_mid_update_the_device_keeps_its_slot_and
     let dropped = link.dropped();
     assert!(dropped > 0, "the silent link dropped nothing");
 
-    // The link comes back: the next update resumes from the journal and completes.
+    // The link comes back: the same update redials its source after the backoff and
+    // completes, without fetching again what it had verified.
     let down_before = link.down_bytes();
     link.restore();
-    let report = device.update_ok(&[]);
+    let status = update.wait_for(Duration::from_secs(120));
+    reader.join().unwrap();
+    lines.extend(events.try_iter());
+    let report = lines.last().cloned().unwrap_or(Value::Null);
+    assert!(status.success(), "{status}: {report}");
+    assert_eq!(report["outcome"], "installed", "{report}");
     assert_eq!(report["release"], 2, "{report}");
+    assert!(
+        lines.iter().any(|l| l["event"] == "source_redialled"),
+        "the device redialled its source: {lines:?}"
+    );
     let status = device.status();
     assert_eq!(status["pending"]["release"], 2, "{status}");
     let other = if status["active"] == "A" { "B" } else { "A" };
@@ -150,13 +182,15 @@ fn fault_link_to_the_origin_goes_silent_mid_update_the_device_keeps_its_slot_and
         after <= missing + missing / 10 + (256 << 10),
         "{after} bytes crossed the link after it came back; only {missing} were missing"
     );
+    // Over the whole update, nothing was fetched twice.
+    let image_bytes: u64 = chunks.values().sum();
     let fetched = crate::attacks::kind_bytes(&report, "origin");
     assert!(
-        fetched <= missing,
-        "{fetched} bytes fetched on resuming; only {missing} were missing: {report}"
+        fetched <= image_bytes,
+        "{fetched} bytes fetched for a {image_bytes}-byte image: {report}"
     );
     eprintln!(
-        "silent link: {noticed:?}, then {reason:?}, after {} datagrams dropped; journal held {} chunks ({held_bytes} \
+        "silent link: {noticed:?}, then redialled, after {} datagrams dropped; journal held {} chunks ({held_bytes} \
          bytes) of {}; {after} bytes after the link came back for {missing} missing",
         dropped,
         held.len(),
