@@ -119,15 +119,14 @@ impl Access {
         })
     }
 
-    /// Records the private chunks of a release.
-    pub fn mark_private(&self, release: &ReleaseKey, chunks: &[ChunkId]) {
-        if chunks.is_empty() {
-            return;
-        }
+    /// Records the private chunks of a release; returns those not recorded for it before.
+    pub fn mark_private(&self, release: &ReleaseKey, chunks: &[ChunkId]) -> Vec<ChunkId> {
         let mut private = lock(&self.private);
-        for id in chunks {
-            private.entry(*id).or_default().insert(release.clone());
-        }
+        chunks
+            .iter()
+            .filter(|id| private.entry(**id).or_default().insert(release.clone()))
+            .copied()
+            .collect()
     }
 
     /// Whether a chunk is private (of an artifact marked private in a walked release).

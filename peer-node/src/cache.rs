@@ -124,6 +124,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Cache {
+    /// The chunk store under the cache (also where the peer keeps what it knows of private
+    /// chunks).
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
     /// A cache over `store` (whose chunks are `stored`), fetching from `upstreams`. Starts the
     /// timer task; must be called within a tokio runtime.
     pub fn start(

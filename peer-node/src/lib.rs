@@ -156,6 +156,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let metrics = Arc::new(Metrics::default());
     let (store, stored, reconciled) =
         Store::open(&config.data).context("opening the chunk store")?;
+    // What the peer knew to be private before it stopped: gated from the first request.
+    let private_marks = store
+        .all_private()
+        .context("reading the private chunks kept")?;
     let store = Arc::new(store);
     let bytes: u64 = stored.iter().map(|(_, l)| u64::from(*l)).sum();
     info!(
@@ -213,6 +217,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config.metadata_ttl,
     ));
     let access = Arc::new(Access::new(config.director_root.as_deref())?);
+    for (id, release) in private_marks {
+        access.mark_private(&ota_core::cache::ReleaseKey(release), &[id]);
+    }
     let handler = PeerHandler {
         cache: cache.clone(),
         metadata: metadata.clone(),

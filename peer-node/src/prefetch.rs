@@ -155,7 +155,16 @@ impl Prefetcher {
         }
         let releases = self.walk(snapshot_version).await?;
         for release in releases {
-            self.access.mark_private(&release.key, &release.private);
+            let new = self.access.mark_private(&release.key, &release.private);
+            if !new.is_empty() {
+                // Kept, so that a restarted peer gates them before it walks again.
+                let store = self.cache.store().clone();
+                let key = release.key.0.clone();
+                let kept = tokio::task::spawn_blocking(move || store.put_private(&key, &new)).await;
+                if !matches!(kept, Ok(Ok(()))) {
+                    warn!(release = %release.key.0, "cannot keep the release's private chunks on disk; they are gated while the peer runs");
+                }
+            }
             if !self.config.enabled || !release.carried {
                 continue;
             }

@@ -25,6 +25,9 @@ use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition}
 
 const CHUNKS: TableDefinition<'_, &[u8; 32], u32> = TableDefinition::new("chunks");
 const METADATA: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("metadata");
+/// Chunks known to be private, with each release that marks them (`ReleaseKey`): kept so that
+/// a restarted peer gates them from its first request, before it has walked the releases again.
+const PRIVATE: TableDefinition<'_, (&[u8; 32], &str), ()> = TableDefinition::new("private");
 
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +97,7 @@ impl Store {
             let tx = db.begin_write().map_err(db_err)?;
             tx.open_table(CHUNKS).map_err(db_err)?;
             tx.open_table(METADATA).map_err(db_err)?;
+            tx.open_table(PRIVATE).map_err(db_err)?;
             tx.commit().map_err(db_err)?;
         }
         let store = Self {
@@ -254,6 +258,31 @@ impl Store {
     }
 
     /// Keeps a metadata file (by its repository name).
+    /// Records, durably, that `chunks` are private chunks of release `release`.
+    pub fn put_private(&self, release: &str, chunks: &[ChunkId]) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut table = tx.open_table(PRIVATE).map_err(db_err)?;
+            for id in chunks {
+                table.insert((&id.0, release), ()).map_err(db_err)?;
+            }
+        }
+        tx.commit().map_err(db_err)
+    }
+
+    /// Every private chunk recorded, with the release that marks it.
+    pub fn all_private(&self) -> Result<Vec<(ChunkId, String)>, StoreError> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let table = tx.open_table(PRIVATE).map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(db_err)? {
+            let (k, _) = row.map_err(db_err)?;
+            let (id, release) = k.value();
+            out.push((ChunkId(*id), release.to_owned()));
+        }
+        Ok(out)
+    }
+
     pub fn put_metadata(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
         let tx = self.db.begin_write().map_err(db_err)?;
         {
@@ -286,6 +315,31 @@ impl Store {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// What the peer knows to be private outlives a restart (a restarted peer gates those
+    /// chunks from its first request, before it walks the releases again).
+    #[test]
+    fn private_marks_are_kept_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (x, y) = (ChunkId::of(b"x"), ChunkId::of(b"y"));
+        {
+            let (store, _, _) = Store::open(dir.path()).unwrap();
+            assert!(store.all_private().unwrap().is_empty());
+            store.put_private("stable/1", &[x, y]).unwrap();
+            store.put_private("stable/2", &[x]).unwrap();
+            store.put_private("stable/2", &[x]).unwrap();
+        }
+        let (store, _, _) = Store::open(dir.path()).unwrap();
+        let mut kept = store.all_private().unwrap();
+        kept.sort();
+        let mut expected = vec![
+            (x, "stable/1".to_string()),
+            (y, "stable/1".to_string()),
+            (x, "stable/2".to_string()),
+        ];
+        expected.sort();
+        assert_eq!(kept, expected);
+    }
 
     #[test]
     fn put_get_remove_and_reconcile() {

@@ -348,4 +348,32 @@ fn private_chunks_only_on_a_connection_with_an_offer() {
         below.close();
         stranger.close();
     });
+
+    // Attack: restart the peer and ask at once, before it has walked the releases again (the
+    // repository is out of its reach now: it cannot walk them at all). It still knows which
+    // chunks it holds are private (kept on disk), so a stranger gets every one `Missing`.
+    drop(peer);
+    up.handler.0.lock().unwrap().metadata.clear();
+    let peer = Peer::start(
+        &dir.path().join("peer"),
+        &up,
+        &[
+            "--poll-secs",
+            "1",
+            "--director-root",
+            root_path.to_str().unwrap(),
+        ],
+    );
+    assert!(peer.stat("stored_bytes") >= total, "{}", peer.stats());
+    rt.block_on(async {
+        let stranger = peer.client().await;
+        let (got, missing) = fetch_all(&stranger, &chunk_ids).await;
+        assert!(
+            got.is_empty(),
+            "a restarted peer served {} private chunks to a stranger",
+            got.len()
+        );
+        assert_eq!(missing.len(), chunk_ids.len());
+        stranger.close();
+    });
 }
