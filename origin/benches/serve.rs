@@ -16,8 +16,13 @@
 //! 2. **`GetBlobs` from the blob store**: every blob of the release (chunks and chunk index)
 //!    through `OriginHandler::blob`, i.e. read from disk and re-hashed (`get_verified`) with
 //!    the page cache warm (validation and a warm-up round read them all), next to raw quinn
-//!    on the same loopback (one stream of bytes from memory, same TLS and windows: the method
-//!    of `net/benches/loopback.rs`). Target at least 0.7× raw quinn.
+//!    on the same loopback (one stream of bytes from memory, same TLS, windows and UDP
+//!    socket buffers: `ota_net::raw`). Target at least 0.7× raw quinn. Both servers run on
+//!    a runtime of their own (threads `bench-server`), the clients on the main one, as
+//!    separate processes would; each round's CPU time is split between the two, and printed
+//!    per GiB moved. `OTA_BENCH_ONE_RUNTIME` puts the servers on the clients' runtime (as
+//!    before); `OTA_BENCH_ONLY=raw|getblobs` runs one kind of round (for profiling, no
+//!    ratio); `OTA_BENCH_BLOB_ROUNDS` (5) sets the rounds.
 //! 3. **Memory of a separate `ota-origin serve`** with `OTA_BENCH_MEMORY_CONNS` (1 000)
 //!    device connections: each connects, checks in (challenge + signed check-in, answered
 //!    with a signed offer) and stays open; then all of them loop check-ins for 5 s (the
@@ -68,7 +73,10 @@ const MEMORY_TARGET_MIB: f64 = 512.0;
 /// `GetBlobs` shape, as in `net/benches/loopback.rs`: ids per request, requests in flight.
 const BATCH: usize = 64;
 const STREAMS: usize = 4;
-const BLOB_ROUNDS: usize = 5;
+/// `GetBlobs` rounds (each beside a raw quinn round): `OTA_BENCH_BLOB_ROUNDS`, default 5.
+fn blob_rounds() -> usize {
+    env_or("OTA_BENCH_BLOB_ROUNDS", 5)
+}
 /// Memory phase: connections per client socket, connects in flight, chunks per busy fetch.
 const CONNS_PER_SOCKET: usize = 50;
 const CONNECTS_IN_FLIGHT: usize = 64;
@@ -85,11 +93,24 @@ fn main() -> Result<()> {
         busy_secs: env_or("OTA_BENCH_BUSY_SECS", 6),
         phases: std::env::var("OTA_BENCH_PHASES")
             .unwrap_or_else(|_| "checkins,blobs,memory".into()),
+        only: std::env::var("OTA_BENCH_ONLY").ok(),
+        one_runtime: std::env::var_os("OTA_BENCH_ONE_RUNTIME").is_some(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(run(settings))
+    // The servers of the `GetBlobs` phase run on their own threads, so that their CPU time
+    // can be told from the clients'.
+    let server_runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name(SERVER_THREADS)
+        .enable_all()
+        .build()?;
+    let servers = if settings.one_runtime {
+        runtime.handle()
+    } else {
+        server_runtime.handle()
+    };
+    runtime.block_on(run(settings, servers))
 }
 
 #[derive(Debug, Clone)]
@@ -101,6 +122,12 @@ struct Settings {
     busy_secs: usize,
     /// Which phases to run (`OTA_BENCH_PHASES`, comma-separated; all by default).
     phases: String,
+    /// `OTA_BENCH_ONLY=raw` or `=getblobs`: the `GetBlobs` phase runs only those rounds, and
+    /// prints no ratio (to profile one path alone).
+    only: Option<String>,
+    /// `OTA_BENCH_ONE_RUNTIME` set: the `GetBlobs` phase's servers share the clients'
+    /// runtime (and threads), as they did before; their CPU is then not told apart.
+    one_runtime: bool,
 }
 
 impl Settings {
@@ -117,7 +144,7 @@ fn env_or(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-async fn run(settings: Settings) -> Result<()> {
+async fn run(settings: Settings, servers: &tokio::runtime::Handle) -> Result<()> {
     let started = Instant::now();
     let temp = tempfile::Builder::new()
         .prefix("ota-origin-bench")
@@ -149,7 +176,14 @@ async fn run(settings: Settings) -> Result<()> {
         check_ins_phase(&server, &identity, &fixture, &settings).await?;
     }
     if settings.runs("blobs") {
-        blobs_phase(&server, &identity, &fixture).await?;
+        blobs_phase(
+            servers,
+            &identity,
+            &fixture,
+            settings.only.as_deref(),
+            settings.one_runtime,
+        )
+        .await?;
     }
     server.shutdown(Duration::from_secs(1)).await;
     if settings.runs("memory") {
@@ -229,22 +263,66 @@ async fn check_ins_phase(
 }
 
 /// 2. `GetBlobs` from the blob store next to raw quinn.
-async fn blobs_phase(server: &Server, identity: &Identity, fixture: &Fixture) -> Result<()> {
-    let (raw, blobs) = blob_throughput(server, identity, fixture).await?;
-    let ratio = blobs / raw;
+///
+/// Both servers (the origin's and the raw quinn one) run on the `servers` runtime, the
+/// clients on this one.
+async fn blobs_phase(
+    servers: &tokio::runtime::Handle,
+    identity: &Identity,
+    fixture: &Fixture,
+    only: Option<&str>,
+    one_runtime: bool,
+) -> Result<()> {
+    let server = {
+        let _on_servers = servers.enter();
+        Server::bind(
+            "127.0.0.1:0".parse()?,
+            identity,
+            ServerConfig::default(),
+            OriginHandler::new(fixture.origin.clone(), now),
+        )?
+    };
+    let throughput = blob_throughput(servers, &server, identity, fixture, only).await;
+    server.shutdown(Duration::from_secs(1)).await;
+    let Throughput { raw, blobs } = throughput?;
     println!(
         "GetBlobs: {} blobs ({} MiB) of the release through OriginHandler::blob (read from disk, \
          re-hashed; page cache warm), {BATCH} ids/request, {STREAMS} requests in flight, best of \
-         {BLOB_ROUNDS}",
+         {}",
         fixture.blobs.len(),
-        fixture.blob_bytes >> 20
+        fixture.blob_bytes >> 20,
+        blob_rounds()
     );
-    println!("  raw quinn (1 stream, from memory)  {raw:8.1} MiB/s");
-    println!("  GetBlobs from the origin           {blobs:8.1} MiB/s");
+    for (what, rounds) in [
+        ("raw quinn (1 stream, from memory)", &raw),
+        ("GetBlobs from the origin         ", &blobs),
+    ] {
+        println!(
+            "  {what}  {:8.1} MiB/s   CPU per GiB: server {:.2} s + client {:.2} s = {:.2} s",
+            rounds.best,
+            rounds.server_cpu_per_gib(),
+            rounds.client_cpu_per_gib(),
+            rounds.server_cpu_per_gib() + rounds.client_cpu_per_gib()
+        );
+    }
     println!(
-        "  ratio {ratio:.2} (target {BLOBS_TARGET:.1}x): {}",
-        pass(ratio >= BLOBS_TARGET)
+        "  (CPU: all rounds', per GiB moved; server = the threads of the servers' runtime, \
+         client = the rest of this process{})",
+        if one_runtime {
+            "; OTA_BENCH_ONE_RUNTIME: one runtime for both, all counted as client"
+        } else {
+            ""
+        }
     );
+    if let Some(only) = only {
+        println!("  OTA_BENCH_ONLY={only}: no ratio");
+    } else {
+        let ratio = blobs.best / raw.best;
+        println!(
+            "  ratio {ratio:.2} (target {BLOBS_TARGET:.1}x): {}",
+            pass(ratio >= BLOBS_TARGET)
+        );
+    }
     println!();
     Ok(())
 }
@@ -704,20 +782,125 @@ impl Handler for AtOnce {
     }
 }
 
-/// Best MiB/s of raw quinn and of `GetBlobs` from `server`, alternating rounds.
+/// Threads of the runtime the `GetBlobs` phase's servers run on.
+const SERVER_THREADS: &str = "bench-server";
+
+/// Rounds of one kind of transfer: the best rate, and the bytes, time and CPU of all rounds.
+#[derive(Debug, Default)]
+struct Rounds {
+    best: f64,
+    bytes: u64,
+    server_cpu: f64,
+    client_cpu: f64,
+}
+
+impl Rounds {
+    /// Adds a round of `bytes` in `elapsed`, with the CPU seconds `cpu` used meanwhile.
+    fn add(&mut self, bytes: usize, elapsed: Duration, cpu: Cpu) -> f64 {
+        let rate = rate(bytes, elapsed);
+        self.best = self.best.max(rate);
+        self.bytes += bytes as u64;
+        self.server_cpu += cpu.server;
+        self.client_cpu += cpu.client;
+        rate
+    }
+
+    fn per_gib(&self, cpu: f64) -> f64 {
+        cpu * f64::from(1u32 << 30) / self.bytes.max(1) as f64
+    }
+
+    fn server_cpu_per_gib(&self) -> f64 {
+        self.per_gib(self.server_cpu)
+    }
+
+    fn client_cpu_per_gib(&self) -> f64 {
+        self.per_gib(self.client_cpu)
+    }
+}
+
+#[derive(Debug)]
+struct Throughput {
+    raw: Rounds,
+    blobs: Rounds,
+}
+
+/// CPU seconds used between two [`CpuClock::lap`]s.
+#[derive(Debug, Clone, Copy)]
+struct Cpu {
+    /// By the threads of the servers' runtime.
+    server: f64,
+    /// By the rest of this process (the clients).
+    client: f64,
+}
+
+/// CPU seconds of this process and of its server threads, thread by thread (threads of the
+/// blocking pool come and go).
+#[derive(Debug)]
+struct CpuClock {
+    process: f64,
+    server_threads: std::collections::HashMap<u64, f64>,
+}
+
+impl CpuClock {
+    fn now() -> Result<Self> {
+        let mut server_threads = std::collections::HashMap::new();
+        for entry in std::fs::read_dir("/proc/self/task")? {
+            let path = entry?.path();
+            let Ok(comm) = std::fs::read_to_string(path.join("comm")) else {
+                continue; // The thread has ended.
+            };
+            if comm.trim_end() != SERVER_THREADS {
+                continue;
+            }
+            let Ok(cpu) = cpu_of(&path.join("stat").to_string_lossy()) else {
+                continue;
+            };
+            let tid = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.parse().ok())
+                .context("thread id")?;
+            server_threads.insert(tid, cpu);
+        }
+        Ok(Self {
+            process: process_cpu()?,
+            server_threads,
+        })
+    }
+
+    /// The CPU used since `self`; `self` becomes now.
+    fn lap(&mut self) -> Result<Cpu> {
+        let now = Self::now()?;
+        let server: f64 = now
+            .server_threads
+            .iter()
+            .map(|(tid, cpu)| cpu - self.server_threads.get(tid).copied().unwrap_or(0.0))
+            .sum();
+        let process = now.process - self.process;
+        *self = now;
+        Ok(Cpu {
+            server,
+            client: (process - server).max(0.0),
+        })
+    }
+}
+
+/// MiB/s and CPU of raw quinn and of `GetBlobs` from `server`, alternating rounds (raw quinn
+/// `only` those of `raw` or `getblobs`). The raw server is started on `servers`.
 async fn blob_throughput(
+    servers: &tokio::runtime::Handle,
     server: &Server,
     identity: &Identity,
     fixture: &Fixture,
-) -> Result<(f64, f64)> {
+    only: Option<&str>,
+) -> Result<Throughput> {
     let limits = TransportLimits::default();
     let total = fixture.blob_bytes as usize;
-    let raw = ota_net::raw::connect(
-        ota_net::raw::serve(identity, &limits, total)?,
-        identity.pin(),
-        &limits,
-    )
-    .await?;
+    let raw_addr = {
+        let _on_servers = servers.enter();
+        ota_net::raw::serve(identity, &limits, total)?
+    };
+    let raw = ota_net::raw::connect(raw_addr, identity.pin(), &limits).await?;
     let client = Connector::bind("127.0.0.1:0".parse()?, ClientConfig::default())?
         .connect(server.local_addr(), server.pin())
         .await?;
@@ -728,22 +911,31 @@ async fn blob_throughput(
         bytes as u64 == fixture.blob_bytes,
         "warm-up got {bytes} bytes"
     );
-    let (mut raw_best, mut blobs_best) = (0f64, 0f64);
-    for round in 1..=BLOB_ROUNDS {
-        let (bytes, elapsed) = ota_net::raw::round(&raw).await?;
-        let raw_rate = rate(bytes, elapsed);
-        let (bytes, elapsed) = blobs_round(&client, &fixture.blobs, false).await?;
-        ensure!(bytes == total, "round {round}: {bytes} of {total} bytes");
-        let blobs_rate = rate(bytes, elapsed);
+    let mut report = Throughput {
+        raw: Rounds::default(),
+        blobs: Rounds::default(),
+    };
+    let mut clock = CpuClock::now()?;
+    for round in 1..=blob_rounds() {
+        let (mut raw_rate, mut blobs_rate) = (f64::NAN, f64::NAN);
+        if only != Some("getblobs") {
+            clock.lap()?;
+            let (bytes, elapsed) = ota_net::raw::round(&raw).await?;
+            raw_rate = report.raw.add(bytes, elapsed, clock.lap()?);
+        }
+        if only != Some("raw") {
+            clock.lap()?;
+            let (bytes, elapsed) = blobs_round(&client, &fixture.blobs, false).await?;
+            ensure!(bytes == total, "round {round}: {bytes} of {total} bytes");
+            blobs_rate = report.blobs.add(bytes, elapsed, clock.lap()?);
+        }
         println!(
             "  round {round}: raw quinn {raw_rate:8.1} MiB/s   GetBlobs {blobs_rate:8.1} MiB/s"
         );
-        raw_best = raw_best.max(raw_rate);
-        blobs_best = blobs_best.max(blobs_rate);
     }
     client.close();
     raw.close(0u32.into(), b"done");
-    Ok((raw_best, blobs_best))
+    Ok(report)
 }
 
 fn rate(bytes: usize, elapsed: Duration) -> f64 {
