@@ -222,6 +222,24 @@ pub(crate) fn published(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     path
 }
 
+/// Images `LABEL v1` and `LABEL v2` of `v1_len` and `v2_len` bytes, published as releases 1 and
+/// 2 of `stable`, release 1 promoted to stable (release 2 waits for its promotion).
+pub(crate) fn two_releases(
+    dir: &Path,
+    fixture: &OriginFixture,
+    label: &str,
+    (v1_len, v2_len): (usize, usize),
+) -> (Vec<u8>, Vec<u8>) {
+    let v1 = test_image(&format!("{label} v1"), v1_len);
+    let v2 = test_image(&format!("{label} v2"), v2_len);
+    let p1 = published(dir, "v1.img", &v1);
+    let p2 = published(dir, "v2.img", &v2);
+    fixture.release("stable", 1, &[("system", &p1)], &[]);
+    fixture.release("stable", 2, &[("system", &p2)], &[]);
+    fixture.promote("stable", 1, &["--stable"]);
+    (v1, v2)
+}
+
 pub(crate) fn kind_bytes(report: &Value, kind: &str) -> u64 {
     report["bytes_by_kind"][kind].as_u64().unwrap_or(0)
 }

@@ -27,7 +27,7 @@ use ota_tests::fake_clock::FakeClock;
 use ota_tests::{OriginFixture, Served, http_get, now, test_image};
 use serde_json::Value;
 
-use crate::attacks::{Dev, published};
+use crate::attacks::{Dev, published, two_releases};
 use crate::silent_link::SitePeer;
 
 const DAY: i64 = 86_400;
@@ -155,13 +155,7 @@ fn fault_clock_jumps_on_the_origin_resign_refuse_and_keep_nonces_single_use() {
     let fixture = OriginFixture::new(temp.path());
     // A 20 s timestamp: the origin looks at it every 5 s and re-signs it with 10 s left.
     fixture.set_config("timestamp_expiry_secs", 20.into());
-    let v1 = test_image("origin clock v1", 1 << 20);
-    let v2 = test_image("origin clock v2", 1 << 20);
-    let p1 = published(temp.path(), "v1.img", &v1);
-    let p2 = published(temp.path(), "v2.img", &v2);
-    fixture.release("stable", 1, &[("system", &p1)], &[]);
-    fixture.release("stable", 2, &[("system", &p2)], &[]);
-    fixture.promote("stable", 1, &["--stable"]);
+    let (_, v2) = two_releases(temp.path(), &fixture, "origin clock", (1 << 20, 1 << 20));
     let clock = FakeClock::new(temp.path(), "origin");
     let log = temp.path().join("origin.log");
     let served = fixture.serve_configured(&[], |command| {

@@ -19,7 +19,7 @@ use ota_core::journal::{self, JournalBinding};
 use ota_tests::{OriginFixture, Proc, bin, test_image, wait_ready};
 use serde_json::Value;
 
-use crate::attacks::{Dev, PeerProc, kind_bytes, published};
+use crate::attacks::{Dev, PeerProc, kind_bytes, published, two_releases};
 
 /// Kill runs when `OTA_FAULT_RUNS` is not set: what fits in about three minutes on two cores
 /// (a run whose server was killed waits out the clients' 30 s QUIC idle timeout).
@@ -428,13 +428,7 @@ impl Drop for SmallDisk {
 fn fault_disk_full_mid_download_keeps_the_old_image_and_resumes() {
     let temp = tempfile::tempdir().unwrap();
     let fixture = OriginFixture::new(temp.path());
-    let v1 = test_image("disk full v1", 1 << 20);
-    let v2 = test_image("disk full v2", 16 << 20);
-    let p1 = published(temp.path(), "v1.img", &v1);
-    let p2 = published(temp.path(), "v2.img", &v2);
-    fixture.release("stable", 1, &[("system", &p1)], &[]);
-    fixture.release("stable", 2, &[("system", &p2)], &[]);
-    fixture.promote("stable", 1, &["--stable"]);
+    let (_, v2) = two_releases(temp.path(), &fixture, "disk full", (1 << 20, 16 << 20));
     let served = fixture.serve();
     let Some(disk) = SmallDisk::mount(&temp.path().join("disk"), 32 << 20) else {
         eprintln!(
@@ -547,13 +541,7 @@ fn fault_clock_jumps_on_the_device_refuse_without_touching_the_slots() {
     }
     let temp = tempfile::tempdir().unwrap();
     let fixture = OriginFixture::new(temp.path());
-    let v1 = test_image("clock v1", 1 << 20);
-    let v2 = test_image("clock v2", 1 << 20);
-    let p1 = published(temp.path(), "v1.img", &v1);
-    let p2 = published(temp.path(), "v2.img", &v2);
-    fixture.release("stable", 1, &[("system", &p1)], &[]);
-    fixture.release("stable", 2, &[("system", &p2)], &[]);
-    fixture.promote("stable", 1, &["--stable"]);
+    let (_, v2) = two_releases(temp.path(), &fixture, "clock", (1 << 20, 1 << 20));
     let served = fixture.serve();
     let device = Dev::new(
         temp.path(),

@@ -27,7 +27,7 @@ use ota_tests::udp_relay::UdpRelay;
 use ota_tests::{OriginFixture, Proc, bin, http_get, run_ok, test_image, wait_ready};
 use serde_json::Value;
 
-use crate::attacks::{Dev, published};
+use crate::attacks::{Dev, published, two_releases};
 use crate::faults::{binding, journalled};
 
 /// Each distinct chunk of `image` (as the origin cuts it) with its length, and the length of
@@ -48,13 +48,7 @@ fn chunks_of(image: &[u8]) -> (HashMap<ChunkId, u64>, u64) {
 fn fault_link_to_the_origin_goes_silent_mid_update_the_device_keeps_its_slot_and_resumes() {
     let temp = tempfile::tempdir().unwrap();
     let fixture = OriginFixture::new(temp.path());
-    let v1 = test_image("silent link v1", 1 << 20);
-    let v2 = test_image("silent link v2", 12 << 20);
-    let p1 = published(temp.path(), "v1.img", &v1);
-    let p2 = published(temp.path(), "v2.img", &v2);
-    fixture.release("stable", 1, &[("system", &p1)], &[]);
-    fixture.release("stable", 2, &[("system", &p2)], &[]);
-    fixture.promote("stable", 1, &["--stable"]);
+    let (_, v2) = two_releases(temp.path(), &fixture, "silent link", (1 << 20, 12 << 20));
     let served = fixture.serve();
     let link = UdpRelay::start(served.quic);
     // The device knows the origin by the link's address (and the origin's own pin).
@@ -306,13 +300,7 @@ fn served_by(quic: &str, pin: &str, ids: &[ChunkId]) -> usize {
 fn fault_peer_uplink_goes_silent_the_peer_serves_what_it_holds_and_recovers() {
     let temp = tempfile::tempdir().unwrap();
     let fixture = OriginFixture::new(temp.path());
-    let v1 = test_image("silent uplink v1", 2 << 20);
-    let v2 = test_image("silent uplink v2", 6 << 20);
-    let p1 = published(temp.path(), "v1.img", &v1);
-    let p2 = published(temp.path(), "v2.img", &v2);
-    fixture.release("stable", 1, &[("system", &p1)], &[]);
-    fixture.release("stable", 2, &[("system", &p2)], &[]);
-    fixture.promote("stable", 1, &["--stable"]);
+    let (v1, v2) = two_releases(temp.path(), &fixture, "silent uplink", (2 << 20, 6 << 20));
     let served = fixture.serve();
     let uplink = UdpRelay::start(served.quic);
     // It holds only what devices walked; a stalled upstream read fails after 2 s.
