@@ -16,6 +16,33 @@
 //!
 //! A private chunk requested without a grant is answered `Missing` (and counted): the device
 //! learns nothing beyond what a missing chunk tells it.
+//!
+//! ## Releases offered before the peer has walked them
+//!
+//! The peer learns which chunks are private by walking a release's metadata (`prefetch.rs`);
+//! the upstream learns to serve them to the peer's connection from the offers it answers. A
+//! release can be offered before the peer's poll has walked it (it was just created, or it is
+//! not its channel's newest), and from the moment the upstream answers, it serves that
+//! release's private chunks on the peer's connection. A chunk fetched for anyone in that window
+//! would be stored as public and served to anyone. So the peer **settles** every grant it helps
+//! make upstream:
+//!
+//! - while a relayed check-in is in flight, or an offered release is not yet walked, the peer is
+//!   *unsettled*, and every chunk that arrives from upstream in that time is **tainted**;
+//! - an offer for a release the peer has not walked starts a walk of that very release
+//!   (`Walker::offered`); the release is *walked* once its private chunks are marked;
+//! - a tainted chunk is served only once the peer is settled again (then the marks say whether
+//!   it is private, and the gate decides); if that does not happen within [`SETTLE_WAIT`], it
+//!   is answered `Missing`;
+//! - a release whose walk keeps failing holds the peer unsettled until its offer expires (the
+//!   upstream's grant ends then too), failing closed: chunks fetched meanwhile are refused.
+//!
+//! A chunk served by the upstream before the peer heard of the offer was served under a grant
+//! the upstream made for a check-in the peer relayed, which was in flight until the peer heard
+//! the answer: so it arrived while the peer was unsettled, or after the walk had marked it.
+//! A relayed check-in that fails without an answer may still have earned a grant upstream for a
+//! release the peer cannot name: the peer then closes that upstream connection (the grant is
+//! bound to it) before it settles.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -31,6 +58,18 @@ use ota_net::proto::{ChannelBinding, RelayKey, Signature, SignedKind, SignedRequ
 /// session, so a grant cannot pass to a later connection (quinn's connection ids may be
 /// reused once a connection is gone).
 pub type ConnKey = [u8; 32];
+
+/// Longest a request for a tainted chunk waits for the peer to settle before it is answered
+/// `Missing`.
+pub const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Most tainted chunks remembered one by one; beyond it, every chunk counts as tainted until the
+/// peer settles.
+const MAX_TAINTED: usize = 1 << 20;
+
+/// Most releases remembered as walked (beyond it, the set is cleared: a release offered again
+/// is walked again, which costs a few metadata reads).
+const MAX_WALKED: usize = 65_536;
 
 /// Most grants held at once (each is a few dozen bytes; beyond it, the oldest connections'
 /// grants are dropped and those devices check in again).
@@ -67,12 +106,49 @@ struct Grants {
     order: std::collections::VecDeque<ConnKey>,
 }
 
+/// Whether every grant the peer helped make upstream is for a walked release (module docs).
+#[derive(Debug, Default)]
+struct Settling {
+    /// Relayed check-ins whose answer has not been judged yet.
+    relays: usize,
+    /// Offered releases not walked yet, each until its offer expires.
+    unwalked: HashMap<ReleaseKey, UnixTime>,
+    /// Releases whose private chunks are marked.
+    walked: HashSet<ReleaseKey>,
+    /// Chunks that arrived from upstream while unsettled.
+    tainted: HashSet<ChunkId>,
+    /// More chunks arrived while unsettled than `tainted` keeps: all count as tainted.
+    overflow: bool,
+}
+
+impl Settling {
+    fn settled(&self) -> bool {
+        self.relays == 0 && self.unwalked.is_empty()
+    }
+}
+
+/// A relayed check-in in flight: the peer is unsettled until it is dropped (after the answer's
+/// offer, if any, has been noted with [`Access::offered`]).
+#[derive(Debug)]
+pub struct RelayInFlight<'a>(&'a Access);
+
+impl Drop for RelayInFlight<'_> {
+    fn drop(&mut self) {
+        let mut settling = lock(&self.0.settling);
+        settling.relays -= 1;
+        self.0.settle_if_done(&mut settling);
+    }
+}
+
 /// The private chunks and the grants.
 #[derive(Debug)]
 pub struct Access {
     director_root: Option<Root>,
     private: Mutex<HashMap<ChunkId, HashSet<ReleaseKey>>>,
     grants: Mutex<Grants>,
+    settling: Mutex<Settling>,
+    /// Woken when the peer settles.
+    settled: tokio::sync::Notify,
 }
 
 /// Checks a device's signature over the connection it arrived on (strict Ed25519).
@@ -116,7 +192,106 @@ impl Access {
             director_root,
             private: Mutex::new(HashMap::new()),
             grants: Mutex::new(Grants::default()),
+            settling: Mutex::new(Settling::default()),
+            settled: tokio::sync::Notify::new(),
         })
+    }
+
+    /// A relayed check-in is about to go upstream.
+    pub fn relay_started(&self) -> RelayInFlight<'_> {
+        lock(&self.settling).relays += 1;
+        RelayInFlight(self)
+    }
+
+    /// An upstream answer offered `release` until `until`: returns whether the peer must walk
+    /// it (not walked, and no walk under way).
+    pub fn offered(&self, release: &ReleaseKey, until: UnixTime) -> bool {
+        let mut settling = lock(&self.settling);
+        if settling.walked.contains(release) {
+            return false;
+        }
+        match settling.unwalked.get_mut(release) {
+            Some(held) => {
+                *held = (*held).max(until);
+                false
+            }
+            None => {
+                settling.unwalked.insert(release.clone(), until);
+                true
+            }
+        }
+    }
+
+    /// `release`'s private chunks are marked (by the poll's walk or an offer's).
+    pub fn walked(&self, release: &ReleaseKey) {
+        let mut settling = lock(&self.settling);
+        if settling.walked.len() >= MAX_WALKED {
+            settling.walked.clear();
+        }
+        settling.walked.insert(release.clone());
+        settling.unwalked.remove(release);
+        self.settle_if_done(&mut settling);
+    }
+
+    /// Gives up on walking `release` if its offer has expired at `now` (the upstream's grant
+    /// with it); returns whether it is still to be walked.
+    pub fn still_unwalked(&self, release: &ReleaseKey, now: UnixTime) -> bool {
+        let mut settling = lock(&self.settling);
+        match settling.unwalked.get(release) {
+            Some(until) if now >= *until => {
+                settling.unwalked.remove(release);
+                self.settle_if_done(&mut settling);
+                false
+            }
+            Some(_) => true,
+            None => false,
+        }
+    }
+
+    /// A chunk arrived from upstream (before anyone is served it): tainted if unsettled.
+    pub fn arrived(&self, id: ChunkId) {
+        let mut settling = lock(&self.settling);
+        if settling.settled() {
+            return;
+        }
+        if settling.tainted.len() < MAX_TAINTED {
+            settling.tainted.insert(id);
+        } else {
+            settling.overflow = true;
+        }
+    }
+
+    /// Whether a chunk arrived while unsettled, and the peer has not settled since.
+    pub fn tainted(&self, id: &ChunkId) -> bool {
+        let settling = lock(&self.settling);
+        settling.overflow || settling.tainted.contains(id)
+    }
+
+    /// Whether the peer is settled now.
+    pub fn is_settled(&self) -> bool {
+        lock(&self.settling).settled()
+    }
+
+    /// Waits until the peer is settled, at most `within`; whether it is.
+    pub async fn settle(&self, within: std::time::Duration) -> bool {
+        let wait = async {
+            loop {
+                let notified = self.settled.notified();
+                if self.is_settled() {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(within, wait).await.is_ok()
+    }
+
+    fn settle_if_done(&self, settling: &mut Settling) {
+        if settling.settled() {
+            settling.tainted.clear();
+            settling.overflow = false;
+            self.settled.notify_waiters();
+        }
     }
 
     /// Records the private chunks of a release; returns those not recorded for it before.
@@ -162,6 +337,19 @@ impl Access {
         } else {
             Err(held.and_then(|(handle, _)| *handle))
         }
+    }
+
+    /// The release an upstream answer offers, and until when (at most an hour from `now`),
+    /// whether or not its signatures and nonce would earn a grant here: the upstream may have
+    /// granted its connection to this peer on it all the same.
+    pub fn offer_in_answer(answer: &[u8], now: UnixTime) -> Option<(ReleaseKey, UnixTime)> {
+        let CheckInAnswer::Offer(envelope) = serde_json::from_slice(answer).ok()? else {
+            return None;
+        };
+        let signed = envelope.get("signed")?;
+        let offer: Offer = serde_json::from_value(signed.clone()).ok()?;
+        let release = ReleaseKey(format!("{}/{}", offer.channel.0, offer.release.0));
+        Some((release, offer.expires.min(now.plus_secs(3600))))
     }
 
     /// Judges the origin's answer to a check-in relayed for connection `conn`: grants the
@@ -249,6 +437,64 @@ mod tests {
             !access.allowed(&[1; 32], &secret, UnixTime(2_000)),
             "expired"
         );
+    }
+
+    /// A chunk that arrives while a check-in is in flight, or while an offered release is not
+    /// walked, waits for the walk; one that arrives settled does not. A walk that never
+    /// succeeds holds the peer unsettled until the offer expires (fail closed).
+    #[tokio::test]
+    async fn chunks_fetched_while_an_offer_is_unwalked_wait_for_the_walk() {
+        use std::time::Duration;
+        let access = std::sync::Arc::new(Access::new(None).unwrap());
+        let (early, late, before) = (ChunkId::of(b"1"), ChunkId::of(b"2"), ChunkId::of(b"3"));
+        let release = ReleaseKey("stable/7".into());
+        access.arrived(before);
+        assert!(!access.tainted(&before), "nothing in flight");
+
+        let in_flight = access.relay_started();
+        access.arrived(early);
+        assert!(access.tainted(&early));
+        assert!(access.offered(&release, UnixTime(2_000)), "walk it");
+        assert!(
+            !access.offered(&release, UnixTime(2_100)),
+            "one walk at a time"
+        );
+        drop(in_flight);
+        access.arrived(late);
+        assert!(access.tainted(&early) && access.tainted(&late));
+        assert!(!access.tainted(&before));
+        assert!(!access.settle(Duration::from_millis(50)).await, "unwalked");
+
+        // The walk marks the release's private chunk, and wakes whoever waits.
+        let waiter = tokio::spawn({
+            let access = access.clone();
+            async move { access.settle(Duration::from_secs(60)).await }
+        });
+        tokio::task::yield_now().await;
+        access.mark_private(&release, &[early]);
+        access.walked(&release);
+        assert!(waiter.await.unwrap());
+        assert!(!access.tainted(&early) && !access.tainted(&late));
+        assert!(
+            !access.allowed(&[1; 32], &early, UnixTime(1_000)),
+            "private"
+        );
+        assert!(access.allowed(&[1; 32], &late, UnixTime(1_000)), "public");
+
+        // A walked release offered again needs no walk.
+        let in_flight = access.relay_started();
+        assert!(!access.offered(&release, UnixTime(3_000)));
+        drop(in_flight);
+        assert!(access.is_settled());
+
+        // A release whose walk never succeeds: unsettled until its offer expires.
+        let other = ReleaseKey("beta/2".into());
+        assert!(access.offered(&other, UnixTime(2_000)));
+        access.arrived(late);
+        assert!(access.still_unwalked(&other, UnixTime(1_999)));
+        assert!(access.tainted(&late));
+        assert!(!access.still_unwalked(&other, UnixTime(2_000)));
+        assert!(access.is_settled() && !access.tainted(&late));
     }
 
     fn director() -> (ota_core::tuf::InMemoryKey, Vec<u8>) {

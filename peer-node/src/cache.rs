@@ -27,6 +27,7 @@ use ota_net::proto::MAX_CHUNK_BLOB_LEN;
 use tokio::sync::{Notify, oneshot};
 use tracing::{debug, info, warn};
 
+use crate::access::Access;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::upstream::Upstreams;
@@ -112,6 +113,9 @@ pub struct Cache {
     store: Arc<Store>,
     upstreams: Arc<Upstreams>,
     metrics: Arc<Metrics>,
+    /// Told of every chunk that arrives from upstream, before anyone is served it (a chunk
+    /// that arrives while an offered release is not yet walked is tainted: `access.rs`).
+    access: Arc<Access>,
     wake: Arc<Notify>,
     wait: Duration,
     /// Whether the last write to the store failed (e.g. a full disk): logged once when it
@@ -138,6 +142,7 @@ impl Cache {
         stored: Vec<(ChunkId, u32)>,
         upstreams: Arc<Upstreams>,
         metrics: Arc<Metrics>,
+        access: Arc<Access>,
     ) -> Arc<Self> {
         let mut policy = CachePolicy::new(settings.policy, now_millis());
         for (id, len) in stored {
@@ -156,6 +161,7 @@ impl Cache {
             store,
             upstreams,
             metrics,
+            access,
             wake: Arc::new(Notify::new()),
             wait: settings.wait,
             store_failing: std::sync::atomic::AtomicBool::new(false),
@@ -427,6 +433,7 @@ async fn settle(
             }
             Metrics::inc(&cache.metrics.chunks_up);
             Metrics::add(&cache.metrics.bytes_up, u64::from(len));
+            cache.access.arrived(id);
             lock(&cache.hot).insert(id, bytes);
             (UpstreamOutcome::Verified, len)
         }

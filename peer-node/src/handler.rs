@@ -18,10 +18,11 @@ use ota_net::quic::NodeKey;
 use ota_net::server::{ConnInfo, Handler};
 use tracing::{debug, info, warn};
 
-use crate::access::{Access, device_signature_ok, relay_signature_ok};
+use crate::access::{Access, SETTLE_WAIT, device_signature_ok, relay_signature_ok};
 use crate::cache::Cache;
 use crate::metadata::MetadataCache;
 use crate::metrics::Metrics;
+use crate::prefetch::Walker;
 use crate::upstream::Upstreams;
 
 /// The peer's handler.
@@ -37,6 +38,8 @@ pub struct PeerHandler {
     pub metrics: Arc<Metrics>,
     /// Where signed requests go (the origin).
     pub origin: Arc<Upstreams>,
+    /// Walks a release offered before the peer has walked it.
+    pub walker: Arc<Walker>,
     /// The key the peer signs relayed requests with (its node key).
     pub node_key: NodeKey,
 }
@@ -127,6 +130,9 @@ impl PeerHandler {
         via: Vec<RelayHop>,
     ) -> Result<Vec<u8>, Refusal> {
         let hops = via.len();
+        // A check-in may earn this peer's upstream connection a grant: unsettled until its
+        // answer's offer, if any, is noted (access.rs).
+        let in_flight = (kind == SignedKind::CheckIn).then(|| self.access.relay_started());
         let answer = match self
             .origin
             .relayed_via(&self.node_key, kind, device_binding, request.clone(), via)
@@ -136,7 +142,13 @@ impl PeerHandler {
             Err(e) => {
                 Metrics::inc(&self.metrics.relay_failures);
                 warn!(error = %e, "relaying a signed request");
-                self.origin.reconnect_later(&e).await;
+                if in_flight.is_some() {
+                    // The origin may have answered with an offer this peer never saw, granting
+                    // a release it cannot walk: the grant ends with the connection.
+                    self.origin.close_all().await;
+                } else {
+                    self.origin.reconnect_later(&e).await;
+                }
                 return Err(unavailable("relay a request", &e));
             }
         };
@@ -144,6 +156,13 @@ impl PeerHandler {
         match answer {
             Answer::Signed(body) => {
                 if kind == SignedKind::CheckIn {
+                    if let Some((release, until)) = Access::offer_in_answer(&body, unix_now())
+                        && self.access.offered(&release, until)
+                    {
+                        debug!(release = %release.0, "offered release not walked yet: walking it");
+                        tokio::spawn(self.walker.clone().walk_offered(release));
+                    }
+                    drop(in_flight);
                     match self
                         .access
                         .grant_from_answer(conn.binding.0, &request, &body, unix_now())
@@ -233,6 +252,21 @@ impl Handler for PeerHandler {
             // granted this connection also granted the peer's upstream connection (a
             // prefetch, answered Missing by an origin that gates private chunks): once more.
             found = self.cache.get(*id).await;
+        }
+        if found.is_some() && self.access.tainted(id) {
+            // It came from upstream while a grant the peer helped make there was for a release
+            // not yet walked: whether it is private is known once that release is walked.
+            if !self.access.settle(SETTLE_WAIT).await {
+                Metrics::inc(&self.metrics.unsettled_refused);
+                info!(%id, "chunk fetched while an offered release is not yet walked: answered missing until it is");
+                return None;
+            }
+            if let Err(handle) = self.access.gate(&conn.binding.0, id, unix_now()) {
+                Metrics::inc(&self.metrics.private_refused);
+                let handle = handle.map_or_else(|| "none".to_string(), |h| h.to_string());
+                info!(%handle, %id, "private chunk refused: no grant on this connection (known private once its offered release was walked)");
+                return None;
+            }
         }
         match found {
             Some(bytes) => {

@@ -49,7 +49,7 @@ use crate::config::Config;
 use crate::handler::PeerHandler;
 use crate::metadata::MetadataCache;
 use crate::metrics::Metrics;
-use crate::prefetch::{PrefetchConfig, Prefetcher};
+use crate::prefetch::{PrefetchConfig, Prefetcher, Walker};
 use crate::store::Store;
 use crate::upstream::Upstreams;
 
@@ -193,6 +193,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 config.stall_timeout,
             )?)
         };
+    let access = Arc::new(Access::new(config.director_root.as_deref())?);
+    for (id, release) in private_marks {
+        access.mark_private(&ota_core::cache::ReleaseKey(release), &[id]);
+    }
     let cache = Cache::start(
         Settings {
             policy: CacheConfig {
@@ -209,6 +213,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         stored,
         upstreams.clone(),
         metrics.clone(),
+        access.clone(),
     );
     let metadata = Arc::new(MetadataCache::new(
         upstreams.clone(),
@@ -216,16 +221,21 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         metrics.clone(),
         config.metadata_ttl,
     ));
-    let access = Arc::new(Access::new(config.director_root.as_deref())?);
-    for (id, release) in private_marks {
-        access.mark_private(&ota_core::cache::ReleaseKey(release), &[id]);
-    }
+    let walker = Arc::new(Walker::new(
+        cache.clone(),
+        metadata.clone(),
+        upstreams,
+        metrics.clone(),
+        access.clone(),
+        config.channels.clone(),
+    ));
     let handler = PeerHandler {
         cache: cache.clone(),
         metadata: metadata.clone(),
         access: access.clone(),
         metrics: metrics.clone(),
         origin,
+        walker: walker.clone(),
         node_key: key,
     };
     let mut server_config = ServerConfig::default();
@@ -241,15 +251,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let mut tasks = Tasks::default();
     let mut prefetcher = Prefetcher::new(
         PrefetchConfig {
-            channels: config.channels.clone(),
             poll: config.poll,
             enabled: config.prefetch,
         },
-        cache.clone(),
-        metadata,
-        upstreams,
-        metrics.clone(),
-        access,
+        walker,
     );
     let discovery = match &config.discovery {
         None => None,

@@ -91,6 +91,16 @@ impl MetadataCache {
 
     /// The file `name` (fresh within the TTL, or the last copy if upstream is away).
     pub async fn get(&self, name: &str) -> Option<Bytes> {
+        self.get_within(name, self.ttl).await
+    }
+
+    /// The file `name` asked of upstream now, whatever the TTL (the last copy if upstream is
+    /// away): for a walk that must see a release just offered.
+    pub async fn refresh(&self, name: &str) -> Option<Bytes> {
+        self.get_within(name, Duration::ZERO).await
+    }
+
+    async fn get_within(&self, name: &str, max_age: Duration) -> Option<Bytes> {
         let entry = {
             let mut map = self
                 .entries
@@ -111,7 +121,7 @@ impl MetadataCache {
         };
         let mut entry = entry.lock().await;
         if let Some((value, at)) = &entry.value {
-            let fresh = at.elapsed() < self.ttl;
+            let fresh = at.elapsed() < max_age;
             if (value.is_some() && immutable(name)) || fresh {
                 return value.clone();
             }

@@ -61,6 +61,8 @@ counters! {
     relay_failures, "ota_peer_relay_failures_total", "Relays that failed to reach the origin.";
     relay_refused, "ota_peer_relay_refused_total", "Requests relayed by a peer below refused here (bad relay or device signature).";
     private_refused, "ota_peer_private_refused_total", "Private chunks refused to a connection without a grant.";
+    offer_walks, "ota_peer_offer_walks_total", "Releases walked because an offer named one the peer had not walked.";
+    unsettled_refused, "ota_peer_unsettled_refused_total", "Chunks fetched while an offered release was not yet walked, refused after waiting for the walk.";
     access_granted, "ota_peer_access_granted_total", "Private-content grants given to connections.";
     releases_pinned, "ota_peer_releases_pinned_total", "Releases pinned for prefetch.";
 }

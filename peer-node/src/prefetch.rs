@@ -45,8 +45,6 @@ const MAX_FILE: u64 = 16 * 1024 * 1024;
 /// What prefetch carries.
 #[derive(Debug, Clone)]
 pub struct PrefetchConfig {
-    /// Channels to prefetch (empty: every channel).
-    pub channels: Vec<String>,
     /// How often to poll `timestamp.json`.
     pub poll: Duration,
     /// Whether to pin and fetch releases at all (when off, the walk still records private
@@ -72,15 +70,28 @@ pub struct FoundRelease {
     pub carried: bool,
 }
 
+/// Walks the repository upstream: every channel's newest release for the poll, or one
+/// offered release on demand (`access.rs`, "Releases offered before the peer has walked
+/// them"). Shared by the prefetch task and the handler.
+#[derive(Debug)]
+pub struct Walker {
+    cache: Arc<Cache>,
+    metadata: Arc<MetadataCache>,
+    upstreams: Arc<Upstreams>,
+    metrics: Arc<Metrics>,
+    access: Arc<Access>,
+    /// Channels the peer carries: prefetches (empty: every channel).
+    channels: Vec<String>,
+}
+
 /// The prefetch task's state.
 #[derive(Debug)]
 pub struct Prefetcher {
     config: PrefetchConfig,
     cache: Arc<Cache>,
     metadata: Arc<MetadataCache>,
-    upstreams: Arc<Upstreams>,
     metrics: Arc<Metrics>,
-    access: Arc<Access>,
+    walker: Arc<Walker>,
     /// Pinned release per channel.
     pinned: HashMap<String, ReleaseKey>,
     last_snapshot: Option<u64>,
@@ -91,22 +102,14 @@ pub struct Prefetcher {
 }
 
 impl Prefetcher {
-    /// A prefetcher.
-    pub fn new(
-        config: PrefetchConfig,
-        cache: Arc<Cache>,
-        metadata: Arc<MetadataCache>,
-        upstreams: Arc<Upstreams>,
-        metrics: Arc<Metrics>,
-        access: Arc<Access>,
-    ) -> Self {
+    /// A prefetcher walking with `walker`.
+    pub fn new(config: PrefetchConfig, walker: Arc<Walker>) -> Self {
         Self {
             config,
-            cache,
-            metadata,
-            upstreams,
-            metrics,
-            access,
+            cache: walker.cache.clone(),
+            metadata: walker.metadata.clone(),
+            metrics: walker.metrics.clone(),
+            walker,
             pinned: HashMap::new(),
             last_snapshot: None,
             wake: Arc::new(tokio::sync::Notify::new()),
@@ -153,18 +156,9 @@ impl Prefetcher {
         if self.last_snapshot == Some(snapshot_version) {
             return Ok(());
         }
-        let releases = self.walk(snapshot_version).await?;
+        let releases = self.walker.newest(snapshot_version).await?;
         for release in releases {
-            let new = self.access.mark_private(&release.key, &release.private);
-            if !new.is_empty() {
-                // Kept, so that a restarted peer gates them before it walks again.
-                let store = self.cache.store().clone();
-                let key = release.key.0.clone();
-                let kept = tokio::task::spawn_blocking(move || store.put_private(&key, &new)).await;
-                if !matches!(kept, Ok(Ok(()))) {
-                    warn!(release = %release.key.0, "cannot keep the release's private chunks on disk; they are gated while the peer runs");
-                }
-            }
+            self.walker.record(&release).await;
             if !self.config.enabled || !release.carried {
                 continue;
             }
@@ -192,36 +186,111 @@ impl Prefetcher {
         self.last_snapshot = Some(snapshot_version);
         Ok(())
     }
+}
 
-    async fn file(&self, name: &str) -> anyhow::Result<Bytes> {
-        self.metadata
-            .get(name)
+impl Walker {
+    /// A walker over the peer's caches and upstreams, recording private chunks in `access`.
+    pub fn new(
+        cache: Arc<Cache>,
+        metadata: Arc<MetadataCache>,
+        upstreams: Arc<Upstreams>,
+        metrics: Arc<Metrics>,
+        access: Arc<Access>,
+        channels: Vec<String>,
+    ) -> Self {
+        Self {
+            cache,
+            metadata,
+            upstreams,
+            metrics,
+            access,
+            channels,
+        }
+    }
+
+    /// Marks a walked release's private chunks (kept on disk, so that a restarted peer gates
+    /// them before it walks again) and notes the release as walked.
+    pub async fn record(&self, release: &FoundRelease) {
+        let new = self.access.mark_private(&release.key, &release.private);
+        if !new.is_empty() {
+            let store = self.cache.store().clone();
+            let key = release.key.0.clone();
+            let kept = tokio::task::spawn_blocking(move || store.put_private(&key, &new)).await;
+            if !matches!(kept, Ok(Ok(()))) {
+                warn!(release = %release.key.0, "cannot keep the release's private chunks on disk; they are gated while the peer runs");
+            }
+        }
+        self.access.walked(&release.key);
+    }
+
+    /// Walks an offered release until it is recorded, or until its offer has expired (then the
+    /// upstream's grant for it has ended too); retried with a growing pause while upstream
+    /// cannot show it (a parent peer's metadata is a few seconds stale, or upstream is away).
+    pub async fn walk_offered(self: Arc<Self>, release: ReleaseKey) {
+        let mut pause = Duration::from_millis(500);
+        let mut tries = 0u32;
+        while self
+            .access
+            .still_unwalked(&release, crate::handler::unix_now())
+        {
+            tries += 1;
+            match self.offered(&release).await {
+                Ok(found) => {
+                    info!(release = %release.0, private = found.private.len(), tries, "offered release walked");
+                    Metrics::inc(&self.metrics.offer_walks);
+                    self.record(&found).await;
+                    return;
+                }
+                Err(error) => {
+                    let level_warn = tries >= 3;
+                    if level_warn {
+                        warn!(release = %release.0, %error, tries, "cannot walk an offered release yet: chunks fetched meanwhile are not served until it is walked or its offer expires");
+                    } else {
+                        debug!(release = %release.0, %error, tries, "walking an offered release");
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+        warn!(release = %release.0, "offered release never walked; its offer has expired");
+    }
+
+    /// One offered release (`channel/number`), from the freshest metadata upstream.
+    async fn offered(&self, release: &ReleaseKey) -> anyhow::Result<FoundRelease> {
+        let (channel, number) = release
+            .0
+            .split_once('/')
+            .and_then(|(c, n)| Some((c.to_owned(), n.parse::<u64>().ok()?)))
+            .ok_or_else(|| anyhow::anyhow!("offer names release {:?}", release.0))?;
+        let ts = self
+            .metadata
+            .refresh("timestamp.json")
             .await
-            .ok_or_else(|| anyhow::anyhow!("upstream has no {name}"))
+            .ok_or_else(|| anyhow::anyhow!("no timestamp.json upstream"))?;
+        let ts: Timestamp =
+            Envelope::parse("timestamp", "timestamp.json", &ts, MAX_FILE)?.role()?;
+        let snapshot_version = ts
+            .meta
+            .get("snapshot.json")
+            .map(|m| m.version)
+            .ok_or_else(|| anyhow::anyhow!("timestamp names no snapshot.json"))?;
+        let (targets, release_role) = self.roles(snapshot_version).await?;
+        let path = format!("releases/{channel}/{number}.json");
+        if !targets.targets.contains_key(&path) {
+            anyhow::bail!("{path} is not in targets at snapshot {snapshot_version}");
+        }
+        let release_role = release_role
+            .ok_or_else(|| anyhow::anyhow!("snapshot {snapshot_version} has no release role"))?;
+        self.release(&release_role, channel, number, &path).await
     }
 
     /// The newest release of each channel at this snapshot (carried or not).
-    async fn walk(&self, snapshot_version: u64) -> anyhow::Result<Vec<FoundRelease>> {
-        let name = format!("{snapshot_version}.snapshot.json");
-        let snapshot: Snapshot =
-            Envelope::parse("snapshot", &name, &self.file(&name).await?, MAX_FILE)?.role()?;
-        let version_of = |file: &str| {
-            snapshot
-                .meta
-                .get(file)
-                .map(|m| m.version)
-                .ok_or_else(|| anyhow::anyhow!("snapshot names no {file}"))
-        };
-        let name = format!("{}.targets.json", version_of("targets.json")?);
-        let targets: Targets =
-            Envelope::parse("targets", &name, &self.file(&name).await?, MAX_FILE)?.role()?;
-        let Ok(release_version) = version_of("release.json") else {
+    pub async fn newest(&self, snapshot_version: u64) -> anyhow::Result<Vec<FoundRelease>> {
+        let (targets, release_role) = self.roles(snapshot_version).await?;
+        let Some(release_role) = release_role else {
             return Ok(Vec::new());
         };
-        let name = format!("{release_version}.release.json");
-        let release_role: Targets =
-            Envelope::parse("release", &name, &self.file(&name).await?, MAX_FILE)?.role()?;
-
         // Newest release number per channel, from the manifest target paths.
         let mut newest: BTreeMap<String, (u64, String)> = BTreeMap::new();
         for path in targets.targets.keys() {
@@ -244,59 +313,100 @@ impl Prefetcher {
                 *slot = (number, path.clone());
             }
         }
-
         let mut found = Vec::new();
         for (channel, (number, path)) in newest {
-            let manifest = ReleaseManifest::parse(&self.file(&path).await?)
-                .map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
-            let mut chunks = Vec::new();
-            let mut private = Vec::new();
-            for artifact in &manifest.artifacts {
-                let target = release_role.targets.get(&artifact.target).ok_or_else(|| {
-                    anyhow::anyhow!("{path} names {}, not in release", artifact.target)
-                })?;
-                let fields = artifact_chunks(target).map_err(|e| anyhow::anyhow!(e))?;
-                let is_private = target
-                    .custom
-                    .as_ref()
-                    .and_then(|c| c.get("enigm"))
-                    .and_then(|e| e.get("private"))
-                    .and_then(serde_json::Value::as_bool)
-                    .unwrap_or(false);
-                let index_bytes = self.index(&fields).await?;
-                let index = ChunkIndex::parse(
-                    &index_bytes,
-                    IndexLimits {
-                        max_chunks: fields.chunks,
-                        max_length: target.length,
-                    },
-                )?;
-                if index.tree_root() != fields.chunk_tree || index.len() != fields.chunks {
-                    anyhow::bail!(
-                        "chunk index of {} does not match its signed tree",
-                        artifact.target
-                    );
-                }
-                chunks.push((fields.chunk_index, index_bytes.len() as u32));
-                for entry in index.entries() {
-                    chunks.push((*entry.id(), entry.len()));
-                    if is_private {
-                        private.push(*entry.id());
-                    }
-                }
-            }
-            let carried =
-                self.config.channels.is_empty() || self.config.channels.contains(&channel);
-            found.push(FoundRelease {
-                carried,
-                number,
-                key: ReleaseKey(format!("{channel}/{number}")),
-                channel,
-                chunks,
-                private,
-            });
+            found.push(self.release(&release_role, channel, number, &path).await?);
         }
         Ok(found)
+    }
+
+    async fn file(&self, name: &str) -> anyhow::Result<Bytes> {
+        self.metadata
+            .get(name)
+            .await
+            .ok_or_else(|| anyhow::anyhow!("upstream has no {name}"))
+    }
+
+    /// The `targets` role and the `release` role (if the snapshot names one) at a snapshot.
+    async fn roles(&self, snapshot_version: u64) -> anyhow::Result<(Targets, Option<Targets>)> {
+        let name = format!("{snapshot_version}.snapshot.json");
+        let snapshot: Snapshot =
+            Envelope::parse("snapshot", &name, &self.file(&name).await?, MAX_FILE)?.role()?;
+        let version_of = |file: &str| {
+            snapshot
+                .meta
+                .get(file)
+                .map(|m| m.version)
+                .ok_or_else(|| anyhow::anyhow!("snapshot names no {file}"))
+        };
+        let name = format!("{}.targets.json", version_of("targets.json")?);
+        let targets: Targets =
+            Envelope::parse("targets", &name, &self.file(&name).await?, MAX_FILE)?.role()?;
+        let Ok(release_version) = version_of("release.json") else {
+            return Ok((targets, None));
+        };
+        let name = format!("{release_version}.release.json");
+        let release_role: Targets =
+            Envelope::parse("release", &name, &self.file(&name).await?, MAX_FILE)?.role()?;
+        Ok((targets, Some(release_role)))
+    }
+
+    /// One release: its manifest at `path`, its artifacts' targets in the `release` role, and
+    /// their chunk indexes (checked against the signed chunk trees).
+    async fn release(
+        &self,
+        release_role: &Targets,
+        channel: String,
+        number: u64,
+        path: &str,
+    ) -> anyhow::Result<FoundRelease> {
+        let manifest = ReleaseManifest::parse(&self.file(path).await?)
+            .map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
+        let mut chunks = Vec::new();
+        let mut private = Vec::new();
+        for artifact in &manifest.artifacts {
+            let target = release_role.targets.get(&artifact.target).ok_or_else(|| {
+                anyhow::anyhow!("{path} names {}, not in release", artifact.target)
+            })?;
+            let fields = artifact_chunks(target).map_err(|e| anyhow::anyhow!(e))?;
+            let is_private = target
+                .custom
+                .as_ref()
+                .and_then(|c| c.get("enigm"))
+                .and_then(|e| e.get("private"))
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(false);
+            let index_bytes = self.index(&fields).await?;
+            let index = ChunkIndex::parse(
+                &index_bytes,
+                IndexLimits {
+                    max_chunks: fields.chunks,
+                    max_length: target.length,
+                },
+            )?;
+            if index.tree_root() != fields.chunk_tree || index.len() != fields.chunks {
+                anyhow::bail!(
+                    "chunk index of {} does not match its signed tree",
+                    artifact.target
+                );
+            }
+            chunks.push((fields.chunk_index, index_bytes.len() as u32));
+            for entry in index.entries() {
+                chunks.push((*entry.id(), entry.len()));
+                if is_private {
+                    private.push(*entry.id());
+                }
+            }
+        }
+        let carried = self.channels.is_empty() || self.channels.contains(&channel);
+        Ok(FoundRelease {
+            carried,
+            number,
+            key: ReleaseKey(format!("{channel}/{number}")),
+            channel,
+            chunks,
+            private,
+        })
     }
 
     /// A chunk index blob: from the cache, or fetched whole from upstream and checked against

@@ -129,6 +129,16 @@ impl Upstreams {
         }
     }
 
+    /// Closes the kept connections (whatever grants the upstream bound to them end with
+    /// them); the next request connects afresh.
+    pub async fn close_all(&self) {
+        for slot in &self.slots {
+            if let Some(client) = slot.client.lock().await.take() {
+                client.close();
+            }
+        }
+    }
+
     /// A connection to the preferred available upstream.
     pub async fn client(&self) -> Result<Client, ClientError> {
         let slot = self.pick().ok_or_else(|| ClientError::StreamClosed {

@@ -78,12 +78,19 @@ fn check_in(client_binding: ChannelBinding, nonce: ota_net::proto::Nonce) -> Sig
     request
 }
 
-#[test]
-fn private_chunks_only_on_a_connection_with_an_offer() {
-    let rt = runtime();
-    let _guard = rt.enter();
+/// A private release `stable/7` as the origin publishes it: the artifact's chunks (then its
+/// public chunk index, last), and the repository's files at metadata version `version`
+/// (timestamp → snapshot → targets → release role; signatures are not the peer's business: it
+/// verifies none).
+struct PrivateRelease {
+    blobs: Vec<(ChunkId, Bytes)>,
+    chunk_ids: Vec<ChunkId>,
+    files: Vec<(String, Bytes)>,
+}
 
-    // The artifact, cut and indexed as the origin would.
+const EXPIRES: &str = "2099-01-01T00:00:00Z";
+
+fn private_release(version: u64) -> PrivateRelease {
     let image: Vec<u8> = crate::support::chunks(9, 1, 600 * 1024)[0].1.to_vec();
     let mut blobs = Vec::new();
     let mut sink = |c: CutChunk<'_>| -> Result<(), std::convert::Infallible> {
@@ -97,8 +104,6 @@ fn private_chunks_only_on_a_connection_with_an_offer() {
     blobs.push((index_id, Bytes::from(done.index.clone())));
     let chunk_ids: Vec<ChunkId> = blobs[..blobs.len() - 1].iter().map(|(id, _)| *id).collect();
 
-    // The repository (signatures are not the peer's business: it verifies none).
-    let expires = "2099-01-01T00:00:00Z";
     let mut enigm = serde_json::to_value(&done.chunks).unwrap();
     enigm["private"] = json!(true);
     let manifest = Bytes::from(
@@ -109,79 +114,134 @@ fn private_chunks_only_on_a_connection_with_an_offer() {
         .unwrap(),
     );
     let target = |len: usize| json!({ "length": len, "hashes": { "sha256": Sha256Hash::of(b"x").to_hex() } });
-    let files: Vec<(&str, Bytes)> = vec![
+    let files = vec![
         (
-            "timestamp.json",
+            "timestamp.json".to_string(),
             envelope(
-                json!({"_type": "timestamp", "spec_version": "1.0.31", "version": 1, "expires": expires, "meta": {"snapshot.json": {"version": 1}}}),
+                json!({"_type": "timestamp", "spec_version": "1.0.31", "version": version, "expires": EXPIRES, "meta": {"snapshot.json": {"version": version}}}),
             ),
         ),
         (
-            "1.snapshot.json",
+            format!("{version}.snapshot.json"),
             envelope(
-                json!({"_type": "snapshot", "spec_version": "1.0.31", "version": 1, "expires": expires, "meta": {"targets.json": {"version": 1}, "release.json": {"version": 1}}}),
+                json!({"_type": "snapshot", "spec_version": "1.0.31", "version": version, "expires": EXPIRES, "meta": {"targets.json": {"version": version}, "release.json": {"version": version}}}),
             ),
         ),
         (
-            "1.targets.json",
+            format!("{version}.targets.json"),
             envelope(
-                json!({"_type": "targets", "spec_version": "1.0.31", "version": 1, "expires": expires, "targets": {"releases/stable/7.json": target(manifest.len())}}),
+                json!({"_type": "targets", "spec_version": "1.0.31", "version": version, "expires": EXPIRES, "targets": {"releases/stable/7.json": target(manifest.len())}}),
             ),
         ),
         (
-            "1.release.json",
+            format!("{version}.release.json"),
             envelope(
-                json!({"_type": "targets", "spec_version": "1.0.31", "version": 1, "expires": expires, "targets": {"artifacts/secret.img": {
+                json!({"_type": "targets", "spec_version": "1.0.31", "version": version, "expires": EXPIRES, "targets": {"artifacts/secret.img": {
                     "length": image.len(), "hashes": { "sha256": done.sha256.to_hex() }, "custom": { "enigm": enigm }
                 }}}),
             ),
         ),
-        ("releases/stable/7.json", manifest),
+        ("releases/stable/7.json".to_string(), manifest),
     ];
+    PrivateRelease {
+        blobs,
+        chunk_ids,
+        files,
+    }
+}
+
+/// A repository at version 1 with no release yet.
+fn empty_repository() -> Vec<(String, Bytes)> {
+    vec![
+        (
+            "timestamp.json".to_string(),
+            envelope(
+                json!({"_type": "timestamp", "spec_version": "1.0.31", "version": 1, "expires": EXPIRES, "meta": {"snapshot.json": {"version": 1}}}),
+            ),
+        ),
+        (
+            "1.snapshot.json".to_string(),
+            envelope(
+                json!({"_type": "snapshot", "spec_version": "1.0.31", "version": 1, "expires": EXPIRES, "meta": {"targets.json": {"version": 1}}}),
+            ),
+        ),
+        (
+            "1.targets.json".to_string(),
+            envelope(
+                json!({"_type": "targets", "spec_version": "1.0.31", "version": 1, "expires": EXPIRES, "targets": {}}),
+            ),
+        ),
+    ]
+}
+
+/// The director's answer to every check-in: an offer of `stable/7` for the request's nonce.
+fn offers_stable_7(director_key: InMemoryKey) -> crate::support::OfferFn {
+    Box::new(move |nonce: [u8; 32]| {
+        let offer = Offer {
+            type_: "offer".into(),
+            handle: DeviceHandle([1; 32]),
+            nonce,
+            issued_at: now(),
+            expires: now().plus_secs(600),
+            channel: Channel("stable".into()),
+            release: ReleaseNumber(7),
+            manifest: "releases/stable/7.json".into(),
+            artifacts: vec![OfferedArtifact {
+                target: "artifacts/secret.img".into(),
+                length: 1,
+                sha256: Sha256Hash::of(b"x"),
+                blake3: Blake3Hash::of(b"x"),
+                slot: "system".into(),
+            }],
+            stage: Stage::Stable,
+        };
+        let signed: serde_json::Value =
+            serde_json::from_slice(&offer.sign(&[&director_key])).unwrap();
+        serde_json::to_vec(&CheckInAnswer::Offer(signed)).unwrap()
+    })
+}
+
+/// The peer under test, checking offers against the director root at `root`, polling every
+/// `poll_secs`.
+fn peer_with_director(
+    data: &std::path::Path,
+    up: &Upstream,
+    root: &std::path::Path,
+    poll_secs: u64,
+) -> Peer {
+    Peer::start(
+        data,
+        up,
+        &[
+            "--poll-secs",
+            &poll_secs.to_string(),
+            "--director-root",
+            root.to_str().unwrap(),
+        ],
+    )
+}
+
+#[test]
+fn private_chunks_only_on_a_connection_with_an_offer() {
+    let rt = runtime();
+    let _guard = rt.enter();
+
+    let PrivateRelease {
+        blobs,
+        chunk_ids,
+        files,
+    } = private_release(1);
     let up = Upstream::start(9, &blobs);
     let (director_key, director_root) = director();
     {
         let mut state = up.handler.0.lock().unwrap();
-        for (name, bytes) in files {
-            state.metadata.insert(name.to_string(), bytes);
-        }
-        state.offer = Some(Box::new(move |nonce: [u8; 32]| {
-            let offer = Offer {
-                type_: "offer".into(),
-                handle: DeviceHandle([1; 32]),
-                nonce,
-                issued_at: now(),
-                expires: now().plus_secs(600),
-                channel: Channel("stable".into()),
-                release: ReleaseNumber(7),
-                manifest: "releases/stable/7.json".into(),
-                artifacts: vec![OfferedArtifact {
-                    target: "artifacts/secret.img".into(),
-                    length: 1,
-                    sha256: Sha256Hash::of(b"x"),
-                    blake3: Blake3Hash::of(b"x"),
-                    slot: "system".into(),
-                }],
-                stage: Stage::Stable,
-            };
-            let signed: serde_json::Value =
-                serde_json::from_slice(&offer.sign(&[&director_key])).unwrap();
-            serde_json::to_vec(&CheckInAnswer::Offer(signed)).unwrap()
-        }));
+        state.metadata.extend(files);
+        state.offer = Some(offers_stable_7(director_key));
     }
     let dir = tempfile::tempdir().unwrap();
     let root_path = dir.path().join("director-root.json");
     std::fs::write(&root_path, &director_root).unwrap();
-    let peer = Peer::start(
-        &dir.path().join("peer"),
-        &up,
-        &[
-            "--poll-secs",
-            "1",
-            "--director-root",
-            root_path.to_str().unwrap(),
-        ],
-    );
+    let peer = peer_with_director(&dir.path().join("peer"), &up, &root_path, 1);
     let total: u64 = blobs.iter().map(|(_, b)| b.len() as u64).sum();
     let start = Instant::now();
     while peer.stat("stored_bytes") < total {
@@ -354,16 +414,7 @@ fn private_chunks_only_on_a_connection_with_an_offer() {
     // chunks it holds are private (kept on disk), so a stranger gets every one `Missing`.
     drop(peer);
     up.handler.0.lock().unwrap().metadata.clear();
-    let peer = Peer::start(
-        &dir.path().join("peer"),
-        &up,
-        &[
-            "--poll-secs",
-            "1",
-            "--director-root",
-            root_path.to_str().unwrap(),
-        ],
-    );
+    let peer = peer_with_director(&dir.path().join("peer"), &up, &root_path, 1);
     assert!(peer.stat("stored_bytes") >= total, "{}", peer.stats());
     rt.block_on(async {
         let stranger = peer.client().await;
@@ -375,5 +426,101 @@ fn private_chunks_only_on_a_connection_with_an_offer() {
         );
         assert_eq!(missing.len(), chunk_ids.len());
         stranger.close();
+    });
+}
+
+/// Attack: a private release offered before the peer has walked it (created after the peer's
+/// last poll; the next one is an hour away). The upstream gates its chunks as the origin does:
+/// it serves them on the peer's connection from the moment it answers a check-in relayed there
+/// with an offer, here a second before that answer reaches the peer. A stranger on the LAN who
+/// read the chunk ids in the public chunk index asks for them during that second, and again
+/// once the device holding the offer has fetched them: each time `Missing`. Without the walk on
+/// offer and the taint of chunks fetched while a check-in is in flight, the peer fetched them
+/// on the stranger's request, stored them as public and served them.
+#[test]
+fn a_release_offered_before_the_peer_walked_it_is_not_served_to_strangers() {
+    let rt = runtime();
+    let _guard = rt.enter();
+
+    let release = private_release(2);
+    let up = Upstream::start(9, &release.blobs);
+    let (director_key, director_root) = director();
+    up.handler
+        .0
+        .lock()
+        .unwrap()
+        .metadata
+        .extend(empty_repository());
+    let dir = tempfile::tempdir().unwrap();
+    let root_path = dir.path().join("director-root.json");
+    std::fs::write(&root_path, &director_root).unwrap();
+    let peer = peer_with_director(&dir.path().join("peer"), &up, &root_path, 3600);
+    // The peer's one poll has walked the empty repository.
+    let start = Instant::now();
+    while peer.stat("metadata_up") < 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{}",
+            peer.stats()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // The release is published and offered.
+    {
+        let mut state = up.handler.0.lock().unwrap();
+        state.metadata.extend(release.files.clone());
+        state.gated.extend(release.chunk_ids.iter().copied());
+        state.offer = Some(offers_stable_7(director_key));
+        state.answer_delay = Duration::from_secs(1);
+    }
+    let ids = release.chunk_ids.clone();
+    rt.block_on(async {
+        let stranger = peer.client().await;
+        // Before any check-in, the upstream refuses the peer too.
+        let (got, _) = fetch_all(&stranger, &ids).await;
+        assert!(got.is_empty(), "served before any offer");
+
+        let device = peer.client().await;
+        let nonce = device.challenge().await.unwrap();
+        let request = check_in(device.channel_binding(), nonce);
+        let checking_in = {
+            let device = device.clone();
+            tokio::spawn(async move { device.signed(SignedKind::CheckIn, request).await })
+        };
+        // The upstream has granted the peer's connection; its answer is on the way.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(peer.stat("offer_walks"), 0, "walked before the answer");
+        let (got, missing) = fetch_all(&stranger, &ids).await;
+        assert!(
+            got.is_empty(),
+            "{} private chunks served to a stranger while the offer was in flight",
+            got.len()
+        );
+        assert_eq!(missing.len(), ids.len());
+        assert!(
+            up.sent(&ids[0]) >= 1,
+            "the attack did not reach the upstream's grant: the peer fetched nothing"
+        );
+
+        let answer = checking_in.await.unwrap().unwrap();
+        assert!(matches!(answer, Answer::Signed(_)), "{answer:?}");
+        let (got, missing) = fetch_all(&device, &ids).await;
+        assert!(
+            missing.is_empty(),
+            "{} missing to the device",
+            missing.len()
+        );
+        for (id, bytes) in &release.blobs[..release.blobs.len() - 1] {
+            assert_eq!(&got[id], bytes);
+        }
+
+        // Held now, and known private: still nothing for the stranger.
+        let (got, _) = fetch_all(&stranger, &ids).await;
+        assert!(got.is_empty(), "served to a stranger after the offer");
+        assert_eq!(peer.stat("offer_walks"), 1);
+        assert!(peer.stat("private_refused") >= 2 * ids.len() as u64);
+        stranger.close();
+        device.close();
     });
 }

@@ -35,7 +35,28 @@ pub(crate) struct UpstreamState {
     pub(crate) stalled: u32,
     /// The hops named by each request relayed through several relays (`RelayedVia`).
     pub(crate) relayed_via: Vec<Vec<ota_net::proto::RelayHop>>,
+    /// Private chunks, served as the origin does: only on a connection whose relayed check-in
+    /// was answered with an offer (`granted`).
+    pub(crate) gated: HashSet<ChunkId>,
+    /// Connections (channel bindings) granted by an offer.
+    pub(crate) granted: HashSet<[u8; 32]>,
+    /// How long the director takes to answer, after it has granted the connection.
+    pub(crate) answer_delay: Duration,
     nonces: u64,
+}
+
+impl UpstreamState {
+    /// The director's answer to a relayed check-in on `conn`: an offer grants the connection
+    /// (at once, as the origin does before its answer is on the wire).
+    fn answer(&mut self, conn: &ConnInfo, nonce: [u8; 32]) -> Result<(Vec<u8>, Duration), Refusal> {
+        let offer = self
+            .offer
+            .as_ref()
+            .ok_or_else(|| Refusal::new(Refusal::NOT_SUPPORTED, "test upstream"))?;
+        let answer = offer(nonce);
+        self.granted.insert(conn.binding.0);
+        Ok((answer, self.answer_delay))
+    }
 }
 
 /// Makes a director's answer for a nonce.
@@ -61,27 +82,30 @@ impl Handler for TestUpstream {
 
     async fn relayed(
         &self,
-        _conn: &ConnInfo,
+        conn: &ConnInfo,
         relayed: ota_net::proto::Relayed,
     ) -> Result<Vec<u8>, Refusal> {
-        let state = self.0.lock().unwrap();
-        match &state.offer {
-            Some(offer) => Ok(offer(relayed.request.nonce.0)),
-            None => Err(Refusal::new(Refusal::NOT_SUPPORTED, "test upstream")),
-        }
+        let (answer, delay) = self
+            .0
+            .lock()
+            .unwrap()
+            .answer(conn, relayed.request.nonce.0)?;
+        tokio::time::sleep(delay).await;
+        Ok(answer)
     }
 
     async fn relayed_via(
         &self,
-        _conn: &ConnInfo,
+        conn: &ConnInfo,
         message: ota_net::proto::RelayedVia,
     ) -> Result<Vec<u8>, Refusal> {
-        let mut state = self.0.lock().unwrap();
-        state.relayed_via.push(message.via.clone());
-        match &state.offer {
-            Some(offer) => Ok(offer(message.relayed.request.nonce.0)),
-            None => Err(Refusal::new(Refusal::NOT_SUPPORTED, "test upstream")),
-        }
+        let (answer, delay) = {
+            let mut state = self.0.lock().unwrap();
+            state.relayed_via.push(message.via.clone());
+            state.answer(conn, message.relayed.request.nonce.0)?
+        };
+        tokio::time::sleep(delay).await;
+        Ok(answer)
     }
 
     async fn signed(
@@ -97,7 +121,7 @@ impl Handler for TestUpstream {
         self.0.lock().unwrap().metadata.get(name).cloned()
     }
 
-    async fn blob(&self, _conn: &ConnInfo, id: &ChunkId) -> Option<Bytes> {
+    async fn blob(&self, conn: &ConnInfo, id: &ChunkId) -> Option<Bytes> {
         let stall = {
             let mut state = self.0.lock().unwrap();
             let stall = state.stall.contains(id);
@@ -108,6 +132,9 @@ impl Handler for TestUpstream {
             return std::future::pending().await;
         }
         let mut state = self.0.lock().unwrap();
+        if state.gated.contains(id) && !state.granted.contains(&conn.binding.0) {
+            return None;
+        }
         let bytes = state.blobs.get(id)?.clone();
         *state.sent.entry(*id).or_default() += 1;
         state.bytes += bytes.len() as u64;
