@@ -54,6 +54,9 @@ struct Known {
     blobs: HashMap<ChunkId, Vec<ReleaseKey>>,
     /// Releases with private content.
     private_releases: HashSet<ReleaseKey>,
+    /// Every release when this was read: an offer for another one (created since) makes the
+    /// grant decision read the catalog again first.
+    all_releases: HashSet<ReleaseKey>,
     /// Target paths of private artifacts.
     targets: HashSet<String>,
 }
@@ -116,12 +119,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl PrivateAccess {
     /// Reads the private content again if releases were created since it was last read.
-    async fn refresh(&self, catalog: &Catalog) -> Result<(), CatalogError> {
+    /// With `force`, reads it again now whatever the time and the count say.
+    async fn refresh(&self, catalog: &Catalog, force: bool) -> Result<(), CatalogError> {
         let every = REFRESH_EVERY.as_millis() as u64;
         // Due when never asked, a refresh period ago, or when the clock went back.
         let due = || {
             let (checked, now) = (self.checked_ms.load(Ordering::Acquire), now_ms());
-            checked == 0 || now < checked || now - checked >= every
+            force || checked == 0 || now < checked || now - checked >= every
         };
         if !due() {
             return Ok(());
@@ -136,11 +140,18 @@ impl PrivateAccess {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .releases;
-        if current != Some(releases) {
+        if force || current != Some(releases) {
             let content = catalog.private_content().await?;
+            let all_releases = catalog
+                .releases(None)
+                .await?
+                .into_iter()
+                .map(|r| (r.channel, r.number))
+                .collect();
             let mut known = Known {
                 releases: Some(releases),
                 targets: content.targets.into_iter().collect(),
+                all_releases,
                 ..Known::default()
             };
             for (id, channel, number) in content.blobs {
@@ -256,14 +267,33 @@ impl PrivateAccess {
             .await
     }
 
-    /// Whether `release` has private content.
+    /// Whether `release` has private content. A release created since the catalog was last
+    /// read (offered within [`REFRESH_EVERY`] of its creation) has the catalog read again
+    /// first: else its check-ins would earn no grant, and its chunks would be refused on the
+    /// very connections it was offered on once the next read saw them private.
     pub async fn has_private_content(
         &self,
         catalog: &Catalog,
         release: &ReleaseKey,
     ) -> Result<bool, CatalogError> {
-        self.read(catalog, |known| known.private_releases.contains(release))
-            .await
+        let (private, seen) = self
+            .read(catalog, |known| {
+                (
+                    known.private_releases.contains(release),
+                    known.all_releases.contains(release),
+                )
+            })
+            .await?;
+        if seen {
+            return Ok(private);
+        }
+        self.refresh(catalog, true).await?;
+        Ok(self
+            .known
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .private_releases
+            .contains(release))
     }
 
     /// `look` over the private content, read again first if due.
@@ -283,7 +313,7 @@ impl PrivateAccess {
 
     /// Refreshes; on a catalog failure, goes on with what was read before, if anything.
     async fn refresh_or_stale(&self, catalog: &Catalog) -> Result<(), CatalogError> {
-        match self.refresh(catalog).await {
+        match self.refresh(catalog, false).await {
             Ok(()) => Ok(()),
             Err(error) => {
                 let read_once = self

@@ -160,6 +160,9 @@ impl PeerHandler {
                         && self.access.offered(&release, until)
                     {
                         debug!(release = %release.0, "offered release not walked yet: walking it");
+                        // The device reads the repository next, through this peer: make it as
+                        // new as the offer (a cached timestamp may predate the release).
+                        let _ = self.metadata.refresh("timestamp.json").await;
                         tokio::spawn(self.walker.clone().walk_offered(release));
                     }
                     drop(in_flight);

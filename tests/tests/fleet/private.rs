@@ -200,7 +200,17 @@ fn a_private_release_installs_through_the_peer_and_nobody_else_gets_its_chunks()
     let ids = chunk_ids(&image);
 
     let origin = fixture.serve_with(&["--admin", "127.0.0.1:0"]);
-    let peer = start_peer(dir, &fixture, &origin);
+    // The peer walks the repository once at start, then not for an hour: a release created
+    // later is first walked when it is offered (the last part).
+    let peer = start_peer_as(
+        dir,
+        "peer",
+        &fixture,
+        &origin,
+        None,
+        true,
+        &["--poll-secs", "3600"],
+    );
     let through_peer = device(dir, "through-peer", &fixture, &peer.quic, &peer.pin);
     let direct = device(
         dir,
@@ -289,6 +299,55 @@ fn a_private_release_installs_through_the_peer_and_nobody_else_gets_its_chunks()
     assert_eq!(
         release["signed"]["targets"]["artifacts/system-2026.11.1.img"]["custom"]["enigm"]["private"],
         true
+    );
+
+    // Attack: a private release created after the peer's walk, offered to the device through
+    // the peer, which fetches its chunks for it. The peer walks it on the offer: the attacker
+    // gets every one of its chunks `Missing` (without that walk, the peer held them as public
+    // and served them all).
+    let image = test_image("private system two", 3 << 20);
+    std::fs::write(&path, &image).unwrap();
+    fixture.release("stable", 2, &[("system", &path)], &["--private", "system"]);
+    fixture.promote("stable", 2, &["--stable"]);
+    let ids = chunk_ids(&image);
+    assert_eq!(peer.stat("offer_walks"), 0);
+    run_ok(
+        &bin("ota-device"),
+        &["boot-check", "--state", through_peer.to_str().unwrap()],
+    );
+    let out = run(
+        &bin("ota-device"),
+        &[
+            "update",
+            "--state",
+            through_peer.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(done["outcome"], "installed", "{done}");
+    let installed = std::fs::read(through_peer.join("slots").join("A").join("system.img")).unwrap();
+    assert!(installed == image, "release 2: wrong image installed");
+    assert_eq!(
+        peer.stat("offer_walks"),
+        1,
+        "release 2 was not walked on its offer"
+    );
+    let refused_before = peer.stat("private_refused");
+    assert_eq!(
+        attacker_fetch(&peer.quic, &peer.pin, &ids),
+        (0, ids.len()),
+        "the peer served the private chunks of a release offered before it walked it"
+    );
+    assert_eq!(
+        peer.stat("private_refused") - refused_before,
+        ids.len() as u64
     );
 }
 
