@@ -40,6 +40,10 @@ pub struct PeerHandler {
     pub origin: Arc<Upstreams>,
     /// Walks a release offered before the peer has walked it.
     pub walker: Arc<Walker>,
+    /// Whether `origin` is a connection of its own, apart from the data upstreams (the origin
+    /// is one data upstream among others): the grants the origin makes on relayed check-ins
+    /// are then on that connection, so private chunks are asked for there.
+    pub relays_apart: bool,
     /// The key the peer signs relayed requests with (its node key).
     pub node_key: NodeKey,
 }
@@ -186,6 +190,56 @@ impl PeerHandler {
     }
 }
 
+impl PeerHandler {
+    /// Whether connection `conn` may be served chunk `id` now; a refusal is counted and
+    /// logged (`why` adds to the log line), and answered like a chunk the peer does not hold.
+    fn gate(&self, conn: &ConnInfo, id: &ChunkId, why: &str) -> bool {
+        match self.access.gate(&conn.binding.0, id, unix_now()) {
+            Ok(()) => true,
+            Err(handle) => {
+                Metrics::inc(&self.metrics.private_refused);
+                let handle = handle.map_or_else(|| "none".to_string(), |h| h.to_string());
+                info!(%handle, %id, "private chunk refused: no grant on this connection{why}");
+                false
+            }
+        }
+    }
+
+    /// A private chunk asked of the origin on the relay connection (the one its grants are
+    /// on), checked against its id, then stored as any chunk from upstream.
+    async fn private_from_origin(&self, id: &ChunkId) -> Option<Bytes> {
+        let fetched = async {
+            let mut stream = self
+                .origin
+                .blobs(vec![*id], ota_net::proto::MAX_CHUNK_BLOB_LEN)
+                .await?;
+            let peer = stream.peer();
+            let item = stream.next().await.transpose()?;
+            Ok::<_, ota_net::client::ClientError>((peer, item.and_then(|(_, bytes)| bytes)))
+        };
+        let (peer, bytes) = match fetched.await {
+            Ok((peer, Some(bytes))) => (peer, bytes),
+            Ok((_, None)) => return None,
+            Err(error) => {
+                Metrics::inc(&self.metrics.upstream_failures);
+                debug!(%id, %error, "asking the origin for a private chunk on the relay connection");
+                return None;
+            }
+        };
+        if ChunkId::of(&bytes) != *id {
+            Metrics::inc(&self.metrics.verification_failures);
+            warn!(upstream = %peer, %id, "the origin sent a private chunk that does not match its id; not stored");
+            return None;
+        }
+        Metrics::inc(&self.metrics.chunks_up);
+        Metrics::add(&self.metrics.bytes_up, bytes.len() as u64);
+        if let Err(error) = self.cache.store_verified(*id, bytes.clone()).await {
+            debug!(%id, %error, "storing a private chunk");
+        }
+        Some(bytes)
+    }
+}
+
 impl Handler for PeerHandler {
     async fn challenge(&self, conn: &ConnInfo) -> Result<Nonce, Refusal> {
         let nonce = match self.origin.challenge().await {
@@ -242,11 +296,7 @@ impl Handler for PeerHandler {
     }
 
     async fn blob(&self, conn: &ConnInfo, id: &ChunkId) -> Option<Bytes> {
-        if let Err(handle) = self.access.gate(&conn.binding.0, id, unix_now()) {
-            // Answered like a chunk the peer does not hold; the device's handle only in the log.
-            Metrics::inc(&self.metrics.private_refused);
-            let handle = handle.map_or_else(|| "none".to_string(), |h| h.to_string());
-            info!(%handle, %id, "private chunk refused: no grant on this connection");
+        if !self.gate(conn, id, "") {
             return None;
         }
         let mut found = self.cache.get(*id).await;
@@ -256,6 +306,16 @@ impl Handler for PeerHandler {
             // prefetch, answered Missing by an origin that gates private chunks): once more.
             found = self.cache.get(*id).await;
         }
+        if found.is_none() && self.relays_apart {
+            // The data upstreams hold no grant; the relay connection to the origin may. Whether
+            // the chunk is private is known once the offered releases are walked.
+            if !self.access.is_settled() {
+                self.access.settle(SETTLE_WAIT).await;
+            }
+            if self.access.is_private(id) {
+                found = self.private_from_origin(id).await;
+            }
+        }
         if found.is_some() && self.access.tainted(id) {
             // It came from upstream while a grant the peer helped make there was for a release
             // not yet walked: whether it is private is known once that release is walked.
@@ -264,12 +324,10 @@ impl Handler for PeerHandler {
                 info!(%id, "chunk fetched while an offered release is not yet walked: answered missing until it is");
                 return None;
             }
-            if let Err(handle) = self.access.gate(&conn.binding.0, id, unix_now()) {
-                Metrics::inc(&self.metrics.private_refused);
-                let handle = handle.map_or_else(|| "none".to_string(), |h| h.to_string());
-                info!(%handle, %id, "private chunk refused: no grant on this connection (known private once its offered release was walked)");
-                return None;
-            }
+        }
+        // Judged again: a walk since the first look may have found it private.
+        if found.is_some() && !self.gate(conn, id, " (known private since it was asked for)") {
+            return None;
         }
         match found {
             Some(bytes) => {

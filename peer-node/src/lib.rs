@@ -182,17 +182,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     //   go through the upstream peers, each re-relaying to its own upstream (`RelayedVia`) and
     //   granting the connection below on the offer;
     // - the origin is one data upstream among others (e.g. a fallback): relays go to the
-    //   origin itself, and private chunks come from the origin's slot only if it is preferred.
-    let origin =
-        if config.upstreams == [config.origin] || !config.upstreams.contains(&config.origin) {
-            upstreams.clone()
-        } else {
-            Arc::new(Upstreams::new(
-                &[config.origin],
-                BENCH,
-                config.stall_timeout,
-            )?)
-        };
+    //   origin itself on a connection of their own, where its grants are; private chunks the
+    //   data upstreams refuse are asked for on that connection (`handler.rs`).
+    let relays_apart =
+        config.upstreams != [config.origin] && config.upstreams.contains(&config.origin);
+    let origin = if !relays_apart {
+        upstreams.clone()
+    } else {
+        Arc::new(Upstreams::new(
+            &[config.origin],
+            BENCH,
+            config.stall_timeout,
+        )?)
+    };
     let access = Arc::new(Access::new(config.director_root.as_deref())?);
     for (id, release) in private_marks {
         access.mark_private(&ota_core::cache::ReleaseKey(release), &[id]);
@@ -236,6 +238,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         metrics: metrics.clone(),
         origin,
         walker: walker.clone(),
+        relays_apart,
         node_key: key,
     };
     let mut server_config = ServerConfig::default();

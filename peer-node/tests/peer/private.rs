@@ -524,3 +524,81 @@ fn a_release_offered_before_the_peer_walked_it_is_not_served_to_strangers() {
         device.close();
     });
 }
+
+/// A peer whose data upstreams are a parent peer first and the origin second relays check-ins
+/// to the origin on a connection of its own, where the origin's grants are. Neither data
+/// connection holds a grant, so the private chunks come on the relay connection: once each,
+/// to the device that checked in, never to a stranger.
+#[test]
+fn private_chunks_come_on_the_relay_connection_when_data_upstreams_are_mixed() {
+    let rt = runtime();
+    let _guard = rt.enter();
+
+    let release = private_release(1);
+    let (director_key, director_root) = director();
+    let origin = Upstream::start(9, &release.blobs);
+    let parent = Upstream::start(10, &release.blobs);
+    for (upstream, offers) in [(&origin, true), (&parent, false)] {
+        let mut state = upstream.handler.0.lock().unwrap();
+        state.metadata.extend(release.files.clone());
+        state.gated.extend(release.chunk_ids.iter().copied());
+        if offers {
+            state.offer = Some(offers_stable_7(director_key.clone()));
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root_path = dir.path().join("director-root.json");
+    std::fs::write(&root_path, &director_root).unwrap();
+    let peer = Peer::start(
+        &dir.path().join("peer"),
+        &origin,
+        &[
+            "--upstream",
+            &parent.arg(),
+            "--upstream",
+            &origin.arg(),
+            "--director-root",
+            root_path.to_str().unwrap(),
+        ],
+    );
+    // The release is walked (its private chunks known) once the index has been fetched.
+    let start = Instant::now();
+    while peer.stat("index_bytes_up") == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{}",
+            peer.stats()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ids = release.chunk_ids.clone();
+    rt.block_on(async {
+        let device = peer.client().await;
+        let nonce = device.challenge().await.unwrap();
+        let request = check_in(device.channel_binding(), nonce);
+        let answer = device.signed(SignedKind::CheckIn, request).await.unwrap();
+        assert!(matches!(answer, Answer::Signed(_)), "{answer:?}");
+        let (got, missing) = fetch_all(&device, &ids).await;
+        assert!(
+            missing.is_empty(),
+            "{} missing to the device",
+            missing.len()
+        );
+        for (id, bytes) in &release.blobs[..release.blobs.len() - 1] {
+            assert_eq!(&got[id], bytes);
+        }
+        let stranger = peer.client().await;
+        let (got, _) = fetch_all(&stranger, &ids).await;
+        assert!(got.is_empty(), "served to a stranger");
+        stranger.close();
+        device.close();
+    });
+    for id in &ids {
+        assert_eq!(parent.sent(id), 0, "the parent has no grant");
+        assert_eq!(
+            origin.sent(id),
+            1,
+            "chunk {id} crossed the uplink more than once"
+        );
+    }
+}
