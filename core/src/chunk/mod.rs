@@ -63,7 +63,10 @@ pub use index::{
 pub use ingest::{CutChunk, Ingest, IngestError, Ingested};
 pub use params::{ALGORITHM_FASTCDC_2020, ChunkingParams, MAX_CHUNK_LEN, ParamsError};
 pub use tree::ChunkTree;
-pub use verify::{ArtifactCheck, ArtifactError, ChunkError, ChunkVerifier, VerifiedChunk};
+pub use verify::{
+    ArtifactCheck, ArtifactError, Blake3Check, ChunkError, ChunkVerifier, Sha256Check,
+    VerifiedChunk,
+};
 
 /// The `custom.enigm` object of an artifact target: what the release signer vouches for
 /// beyond TUF's `length` and `hashes.sha256`.
