@@ -5,4 +5,5 @@
 #![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 mod conformance;
+mod redial;
 mod verify;
