@@ -233,6 +233,11 @@ impl Access {
         self.settle_if_done(&mut settling);
     }
 
+    /// Whether `release`'s private chunks are marked.
+    pub fn is_walked(&self, release: &ReleaseKey) -> bool {
+        lock(&self.settling).walked.contains(release)
+    }
+
     /// Gives up on walking `release` if its offer has expired at `now` (the upstream's grant
     /// with it); returns whether it is still to be walked.
     pub fn still_unwalked(&self, release: &ReleaseKey, now: UnixTime) -> bool {

@@ -253,7 +253,9 @@ impl Walker {
                 }
             }
         }
-        warn!(release = %release.0, "offered release never walked; its offer has expired");
+        if !self.access.is_walked(&release) {
+            warn!(release = %release.0, "offered release never walked; its offer has expired");
+        }
     }
 
     /// One offered release (`channel/number`), from the freshest metadata upstream.
