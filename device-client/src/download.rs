@@ -304,7 +304,7 @@ pub async fn download(
         job.slot_file.clone(),
         (journal, binding),
         job.verifier,
-        ota_core::chunk::ArtifactCheck::new_parallel(job.artifact),
+        ota_core::chunk::ArtifactCheck::new(job.artifact),
         done.clone(),
         FlushPolicy {
             bytes: JOURNAL_BYTES,

@@ -414,6 +414,7 @@ fn read_runs(
     };
     let mut queue: VecDeque<ChunkId> = VecDeque::new();
     let mut run: Vec<(ChunkId, u64, u32)> = Vec::new();
+    let pool = RunBuffers::default();
     loop {
         if queue.is_empty() {
             match asked.recv() {
@@ -450,7 +451,7 @@ fn read_runs(
             end += u64::from(l);
             queue.pop_front();
         }
-        let sent = match local.read_run(file, offset, end) {
+        let sent = match local.read_run(file, offset, end, &pool) {
             Some(bytes) => {
                 events.blocking_send(checked_run(source, verifier, &positions, bytes, &run))
             }
@@ -514,17 +515,64 @@ fn checked_run(
     }
 }
 
+/// Buffers of runs read earlier, handed back once the last holder of their bytes (the slot
+/// writer, its SHA-256 thread) drops them: a run is read into memory already mapped, instead
+/// of a fresh allocation that the kernel faults in and zeroes page by page, then unmaps at
+/// the free.
+#[derive(Clone, Default)]
+struct RunBuffers(Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+
+/// Free buffers kept at most (beyond, dropped).
+const RUN_BUFFERS: usize = 16;
+
+impl RunBuffers {
+    fn take(&self, len: usize) -> Vec<u8> {
+        let mut buf = self
+            .0
+            .lock()
+            .ok()
+            .and_then(|mut free| free.pop())
+            .unwrap_or_default();
+        // Zeroes only bytes beyond what the buffer held before (none for runs of equal size);
+        // grown to the length asked for, not beyond.
+        buf.reserve_exact(len.saturating_sub(buf.len()));
+        buf.resize(len, 0);
+        buf
+    }
+}
+
+/// A run's bytes, back to their pool when dropped.
+struct PooledRun {
+    buf: Vec<u8>,
+    pool: RunBuffers,
+}
+
+impl AsRef<[u8]> for PooledRun {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for PooledRun {
+    fn drop(&mut self) {
+        if let Ok(mut free) = self.pool.0.lock()
+            && free.len() < RUN_BUFFERS
+        {
+            free.push(std::mem::take(&mut self.buf));
+        }
+    }
+}
+
 impl LocalChunks {
-    /// Read the bytes from `start` to `end` of file `file` (unverified), into a buffer that
-    /// is not zeroed first. Moves the file's cursor: only the slot's `LocalReader` reads with
-    /// it (every other read is positional).
-    fn read_run(&self, file: usize, start: u64, end: u64) -> Option<Bytes> {
-        let len = end - start;
-        let mut buf = Vec::with_capacity(usize::try_from(len).ok()?);
-        let mut file = self.files.get(file)?;
-        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(start)).ok()?;
-        std::io::Read::read_to_end(&mut std::io::Read::take(file, len), &mut buf).ok()?;
-        (buf.len() as u64 == len).then(|| Bytes::from(buf))
+    /// Read the bytes from `start` to `end` of file `file` (unverified), into a buffer of
+    /// `pool`.
+    fn read_run(&self, file: usize, start: u64, end: u64, pool: &RunBuffers) -> Option<Bytes> {
+        let mut buf = pool.take(usize::try_from(end - start).ok()?);
+        read_exact_at(self.files.get(file)?, &mut buf, start).ok()?;
+        Some(Bytes::from_owner(PooledRun {
+            buf,
+            pool: pool.clone(),
+        }))
     }
 
     /// Read chunk `id` from the slot (unverified: the caller checks it like any other).

@@ -1,22 +1,21 @@
 //! The slot writer: verified chunks are written into the slot on a thread of their own; a
 //! second thread syncs the slot and then journals each batch written before the sync (so the
-//! writes go on while a sync runs); a third hashes the whole artifact (SHA-256 and BLAKE3) in
-//! order as its contiguous prefix is written (pieces of 1 MiB or more with SHA-256 and BLAKE3
-//! on two threads at once, see `ArtifactCheck::new_parallel`: smaller pieces are gathered
-//! until they are that long).
+//! writes go on while a sync runs); the whole artifact is hashed in order as its contiguous
+//! prefix is written: BLAKE3 on the writer's thread, after the write, and SHA-256 (about twice
+//! as slow) on a third thread fed the same pieces (see `ArtifactCheck::split`).
 //!
 //! The download loop verifies each chunk against its id and hands the bytes over, a chunk at
 //! a time or a run of verified chunks at consecutive positions (one buffer, one write); the
 //! writer writes them at every position of the chunk, then passes the same bytes (the ones
-//! written, not a copy) to the hasher once every position before them is written too. Bytes that arrive far ahead
-//! of that frontier are not kept in memory: the hasher reads them back from the slot when the
-//! frontier reaches them, as it does for positions written by an earlier, interrupted run
-//! (their journal records were re-verified, but the whole check always covers every byte of
-//! the slot, whichever run wrote it). The slot is marked pending only after
+//! written, not a copy) to the hashes once every position before them is written too. Bytes
+//! that arrive far ahead of that frontier are not kept in memory: they are read back from the
+//! slot when the frontier reaches them, as are positions written by an earlier, interrupted
+//! run (their journal records were re-verified, but the whole check always covers every byte
+//! of the slot, whichever run wrote it). The slot is marked pending only after
 //! [`SlotWriter::finish`] says the whole artifact matches its signed hashes.
 //!
 //! Memory: at most [`COMMANDS`] chunks waiting to be written, [`RETAINED`] bytes kept ahead
-//! of the frontier and [`PIECES`] pieces waiting to be hashed.
+//! of the frontier and [`SHA256_PIECES`] pieces waiting for SHA-256.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -26,7 +25,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ota_core::chunk::{ArtifactCheck, ArtifactError, ChunkVerifier};
+use ota_core::chunk::{ArtifactCheck, ArtifactError, Blake3Check, ChunkVerifier, Sha256Check};
 use ota_core::digest::ChunkId;
 use ota_core::journal::JournalBinding;
 use tokio::sync::mpsc;
@@ -39,12 +38,9 @@ const COMMANDS: usize = 8;
 /// Bytes kept in memory ahead of the hashing frontier (beyond, they are read back; little in
 /// unit tests, so that both paths run).
 const RETAINED: usize = if cfg!(test) { 4 << 10 } else { 8 << 20 };
-/// Pieces (chunks, runs or read-back pieces) waiting for the hasher.
-const PIECES: usize = 8;
-/// The hasher hands pieces this long or longer to the check at once (hashed on two threads);
-/// shorter ones are gathered first.
-const HASH_PIECE: usize = 1 << 20;
-/// Read-back pieces are at most this long (long ones are hashed on two threads).
+/// Pieces waiting for the SHA-256 thread (BLAKE3, on the writer's, is about twice as fast).
+const SHA256_PIECES: usize = 4;
+/// Read-back pieces are at most this long.
 const READ_BACK: u64 = 1 << 20;
 
 /// When the writer syncs the slot and journals what it wrote.
@@ -102,15 +98,13 @@ struct Inner {
     last_flush: Instant,
     /// Per position: written (by this run or a verified earlier one).
     written: Vec<bool>,
-    /// The first position not yet handed to the hasher.
+    /// The first position not yet hashed.
     frontier: u64,
-    /// Bytes written ahead of the frontier, kept for the hasher: by first position, the
+    /// Bytes written ahead of the frontier, kept for the hashes: by first position, the
     /// number of positions they cover and the bytes.
     retained: HashMap<u64, (u64, Bytes)>,
     retained_len: usize,
-    /// `None` once the hasher stopped (its error is had by joining it).
-    pieces: Option<sync_mpsc::SyncSender<Piece>>,
-    hasher: Option<JoinHandle<WriterEnd>>,
+    hasher: Hasher,
 }
 
 impl SlotWriter {
@@ -129,13 +123,7 @@ impl SlotWriter {
             path: slot_path.clone(),
             source,
         };
-        let reader = slot.try_clone().map_err(disk)?;
-        let (pieces_tx, pieces_rx) = sync_mpsc::sync_channel(PIECES);
-        let hasher_path = slot_path.clone();
-        let hasher = std::thread::Builder::new()
-            .name("ota-slot-hash".into())
-            .spawn(move || hash(reader, hasher_path, check, pieces_rx))
-            .map_err(disk)?;
+        let hasher = Hasher::start(slot.try_clone().map_err(disk)?, slot_path.clone(), check)?;
         // One batch waits while another is synced; beyond that, the writer waits.
         let (syncs_tx, syncs_rx) = sync_mpsc::sync_channel(1);
         let synced = slot.try_clone().map_err(disk)?;
@@ -158,8 +146,7 @@ impl SlotWriter {
             frontier: 0,
             retained: HashMap::new(),
             retained_len: 0,
-            pieces: Some(pieces_tx),
-            hasher: Some(hasher),
+            hasher,
         };
         let (tx, mut rx) = mpsc::channel::<Command>(COMMANDS);
         let thread = std::thread::Builder::new()
@@ -305,9 +292,9 @@ impl Inner {
                 Some((count, bytes)) => {
                     self.retained_len -= bytes.len();
                     if let Some((offset, len)) = run.take() {
-                        send(&mut self.pieces, Piece::ReadBack { offset, len });
+                        self.hasher.feed(Piece::ReadBack { offset, len });
                     }
-                    send(&mut self.pieces, Piece::Bytes(bytes));
+                    self.hasher.feed(Piece::Bytes(bytes));
                     // Every position of a run was written with it (none before it).
                     self.frontier += count;
                     continue;
@@ -319,13 +306,10 @@ impl Inner {
                             Some((offset, run_len + len))
                         }
                         Some((offset, run_len)) => {
-                            send(
-                                &mut self.pieces,
-                                Piece::ReadBack {
-                                    offset,
-                                    len: run_len,
-                                },
-                            );
+                            self.hasher.feed(Piece::ReadBack {
+                                offset,
+                                len: run_len,
+                            });
                             Some((entry.offset(), len))
                         }
                         None => Some((entry.offset(), len)),
@@ -335,7 +319,7 @@ impl Inner {
             self.frontier += 1;
         }
         if let Some((offset, len)) = run {
-            send(&mut self.pieces, Piece::ReadBack { offset, len });
+            self.hasher.feed(Piece::ReadBack { offset, len });
         }
     }
 
@@ -398,11 +382,7 @@ impl Inner {
         self.slot.sync_all().map_err(|e| self.disk(e))?;
         self.advance();
         let complete = self.frontier as usize == self.written.len();
-        drop(self.pieces.take());
-        let hashed = match self.hasher.take().map(JoinHandle::join) {
-            Some(Ok(result)) => result?,
-            _ => return Err(self.disk(std::io::Error::other("the hasher panicked"))),
-        };
+        let hashed = self.hasher.finish()?;
         Ok(if complete { hashed } else { None })
     }
 }
@@ -427,71 +407,95 @@ fn sync_and_journal(
     Ok(())
 }
 
-/// Hand `piece` to the hasher, unless it stopped (on an error, which joining it gives).
-fn send(pieces: &mut Option<sync_mpsc::SyncSender<Piece>>, piece: Piece) {
-    if let Some(tx) = pieces
-        && tx.send(piece).is_err()
-    {
-        *pieces = None;
-    }
-}
-
-/// The hasher thread: feeds the pieces to the check, in order; at the end, the check's result
-/// if every byte was fed.
-fn hash(
+/// The whole check, fed in order by the writer's thread: BLAKE3 there, after each write, and
+/// SHA-256 (the slower) on a thread of its own that lives as long as the writer, handed the
+/// same pieces (no copy) so that both hashes run at once.
+struct Hasher {
+    /// The slot, for pieces read back.
     slot: File,
     slot_path: PathBuf,
-    mut check: ArtifactCheck,
-    pieces: sync_mpsc::Receiver<Piece>,
-) -> WriterEnd {
-    let mut buf = Vec::new();
-    // Short pieces gathered, in order, until they are `HASH_PIECE` long.
-    let mut gathered = Vec::new();
-    for piece in pieces {
-        let fed = match piece {
-            Piece::Bytes(bytes) => feed(&mut check, &mut gathered, &bytes),
-            Piece::ReadBack { offset, len } => {
-                buf.resize(len as usize, 0);
-                read_exact_at(&slot, &mut buf, offset).map_err(|source| DownloadError::Disk {
-                    path: slot_path.clone(),
-                    source,
-                })?;
-                feed(&mut check, &mut gathered, &buf)
-            }
-        };
-        if let Err(error) = fed {
-            return Ok(Some(Err(error)));
-        }
-    }
-    if !gathered.is_empty()
-        && let Err(error) = check.update(&gathered)
-    {
-        return Ok(Some(Err(error)));
-    }
-    // Short if the writer stopped early: it then ignores this.
-    Ok(Some(check.finish()))
+    blake3: Blake3Check,
+    /// `None` once the SHA-256 thread stopped (its error is had by joining it).
+    sha256: Option<sync_mpsc::SyncSender<Bytes>>,
+    sha256_thread: Option<JoinHandle<Result<Sha256Check, ArtifactError>>>,
+    /// The first failure (a piece that could not be read back, bytes beyond the signed
+    /// length): nothing more is hashed.
+    failed: Option<WriterEnd>,
 }
 
-/// Feed the next `bytes` to `check`: at once if they are long and nothing is gathered,
-/// else after the bytes gathered before them (once all are long enough together).
-fn feed(
-    check: &mut ArtifactCheck,
-    gathered: &mut Vec<u8>,
-    bytes: &[u8],
-) -> Result<(), ArtifactError> {
-    if bytes.len() >= HASH_PIECE {
-        if !gathered.is_empty() {
-            check.update(gathered)?;
-            gathered.clear();
+impl Hasher {
+    fn start(slot: File, slot_path: PathBuf, check: ArtifactCheck) -> Result<Self, DownloadError> {
+        let (mut sha256, blake3) = check.split();
+        let (to_sha256, pieces) = sync_mpsc::sync_channel::<Bytes>(SHA256_PIECES);
+        let sha256_thread = std::thread::Builder::new()
+            .name("ota-slot-sha256".into())
+            .spawn(move || {
+                for piece in pieces {
+                    sha256.update(&piece)?;
+                }
+                Ok(sha256)
+            })
+            .map_err(|source| DownloadError::Disk {
+                path: slot_path.clone(),
+                source,
+            })?;
+        Ok(Self {
+            slot,
+            slot_path,
+            blake3,
+            sha256: Some(to_sha256),
+            sha256_thread: Some(sha256_thread),
+            failed: None,
+        })
+    }
+
+    /// Hash the next piece of the artifact.
+    fn feed(&mut self, piece: Piece) {
+        if self.failed.is_some() {
+            return;
         }
-        return check.update(bytes);
+        let bytes = match piece {
+            Piece::Bytes(bytes) => bytes,
+            Piece::ReadBack { offset, len } => {
+                // A buffer of its own: the SHA-256 thread may still hash the one before.
+                let mut buf = vec![0u8; len as usize];
+                if let Err(source) = read_exact_at(&self.slot, &mut buf, offset) {
+                    self.failed = Some(Err(DownloadError::Disk {
+                        path: self.slot_path.clone(),
+                        source,
+                    }));
+                    return;
+                }
+                Bytes::from(buf)
+            }
+        };
+        if let Some(tx) = &self.sha256
+            && tx.send(bytes.clone()).is_err()
+        {
+            self.sha256 = None;
+        }
+        if let Err(error) = self.blake3.update(&bytes) {
+            self.failed = Some(Ok(Some(Err(error))));
+        }
     }
-    gathered.extend_from_slice(bytes);
-    if gathered.len() >= HASH_PIECE {
-        check.update(gathered)?;
-        gathered.clear();
+
+    /// The check's result (`Some`; short if not every byte was fed: the writer then ignores
+    /// it), or why hashing failed.
+    fn finish(mut self) -> WriterEnd {
+        drop(self.sha256.take());
+        let sha256 = self.sha256_thread.take().map(JoinHandle::join);
+        if let Some(failed) = self.failed {
+            return failed;
+        }
+        match sha256 {
+            Some(Ok(Ok(sha256))) => Ok(Some(ArtifactCheck::finish_split(sha256, self.blake3))),
+            Some(Ok(Err(error))) => Ok(Some(Err(error))),
+            _ => Err(DownloadError::Disk {
+                path: self.slot_path,
+                source: std::io::Error::other("the SHA-256 thread panicked"),
+            }),
+        }
     }
-    Ok(())
 }
 
 #[cfg(test)]
