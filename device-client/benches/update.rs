@@ -123,6 +123,9 @@ fn main() {
     let from_slot = result["from_slot"].as_u64().unwrap_or(0);
     let cpu = result["cpu_secs"].as_f64();
     let threads = result["threads"].as_object().cloned().unwrap_or_default();
+    let machine = result["machine_ticks"]
+        .as_array()
+        .and_then(|t| Some((t.first()?.as_f64()?, t.get(1)?.as_f64()?)));
 
     // The limits, measured after the update as before it; the faster of the two counts (a
     // load spike on the shared machine during one measurement does not lower the bar).
@@ -153,11 +156,22 @@ fn main() {
                 .join(" ")
         );
     }
+    if let Some((busy, idle)) = machine {
+        // What the whole machine did meanwhile: with the update's own CPU, whether anything
+        // else ran, and how much of the machine stayed idle.
+        println!(
+            "  machine CPU      {:8.2} cores busy of {} during the update (the update's: {:.2}; idle {:.2})",
+            busy / 100.0 / secs,
+            std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
+            cpu.unwrap_or(0.0) / secs,
+            idle / 100.0 / secs,
+        );
+    }
     if let Some(cpu) = cpu {
         // Where the time went, by thread name, in seconds per GiB: on a CPU, waiting for one
         // (the machine is busy), and the rest of the update's time asleep (waiting on a
-        // queue, a lock or the disk). Threads that ended between two samples, such as the
-        // hasher's short-lived SHA-256 helpers, are under "ended" (CPU only).
+        // queue, a lock or the disk). Threads that ended between two samples are under
+        // "ended" (CPU only).
         let gib = len as f64 / f64::from(1 << 30);
         let mut named: Vec<(String, f64, f64)> = threads
             .iter()
@@ -317,6 +331,7 @@ fn child(dir: &Path) {
         seen
     };
     let cpu_before = cpu_secs();
+    let machine_before = machine_ticks();
     let start = Instant::now();
     let report = runtime
         .block_on(download::download(
@@ -328,6 +343,9 @@ fn child(dir: &Path) {
         .unwrap();
     let secs = start.elapsed().as_secs_f64();
     let cpu = cpu_secs().map(|before_after| before_after - cpu_before.unwrap_or(0.0));
+    let machine = machine_ticks()
+        .zip(machine_before)
+        .map(|(after, before)| [after[0] - before[0], after[1] - before[1]]);
     sampling.store(false, std::sync::atomic::Ordering::Relaxed);
     let sampled = sampler.join().unwrap();
     // The sampler's own CPU is not the update's.
@@ -363,7 +381,7 @@ fn child(dir: &Path) {
         serde_json::json!({
             "secs": secs, "peak_rss": ota_device::update::peak_rss(),
             "from_slot": from_slot, "duplicate_bytes": report.duplicate_bytes, "cpu_secs": cpu,
-            "threads": threads,
+            "threads": threads, "machine_ticks": machine,
         })
     );
     drop(server);
@@ -433,6 +451,20 @@ fn cpu_secs() -> Option<f64> {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
     Some(ticks as f64 / 100.0)
+}
+
+/// The machine's CPU ticks so far (every CPU, 1/100 s): [busy, idle] from `/proc/stat`
+/// (busy: user, nice, system, irq, softirq, steal; idle: idle and iowait).
+fn machine_ticks() -> Option<[u64; 2]> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    let busy = f.get(0..3)?.iter().sum::<u64>() + f.get(5..8)?.iter().sum::<u64>();
+    Some([busy, f.get(3..5)?.iter().sum()])
 }
 
 /// Record, per thread of this process (by id), its name, the nanoseconds it ran on a CPU
