@@ -7,9 +7,6 @@ use super::whole::WholeHash;
 use crate::digest::{Blake3Hash, ChunkId, Sha256Hash};
 use crate::tuf::VerifiedArtifact;
 
-/// Pieces at least this long are hashed on two threads by [`ArtifactCheck::new_parallel`].
-const PARALLEL_MIN_PIECE: usize = 1 << 20;
-
 /// Checks chunks against a chunk index that matches a verified artifact target.
 ///
 /// Made only by [`ChunkVerifier::new`], which accepts the index blob only if it is the signed
@@ -80,7 +77,6 @@ pub struct ArtifactCheck {
     length: u64,
     sha256: Sha256Hash,
     blake3: Blake3Hash,
-    parallel_from: Option<usize>,
 }
 
 /// A whole artifact did not match its signed values. Its chunks were verified one by one, so
@@ -259,7 +255,6 @@ impl ChunkVerifier {
             length: self.length,
             sha256: self.sha256,
             blake3: self.blake3,
-            parallel_from: None,
         }
     }
 }
@@ -315,31 +310,13 @@ impl ArtifactCheck {
             length: artifact.length(),
             sha256: *artifact.sha256(),
             blake3: artifact.chunks().blake3,
-            parallel_from: None,
-        }
-    }
-
-    /// A check of `artifact` that hashes every piece of 1 MiB or more with SHA-256 on a scoped
-    /// helper thread while BLAKE3 runs on the caller's.
-    pub fn new_parallel(artifact: &VerifiedArtifact) -> Self {
-        Self {
-            parallel_from: Some(PARALLEL_MIN_PIECE),
-            ..Self::new(artifact)
         }
     }
 
     /// Feed the next bytes of the artifact.
     pub fn update(&mut self, bytes: &[u8]) -> Result<(), ArtifactError> {
-        if bytes.len() as u64 > self.length - self.whole.len {
-            return Err(ArtifactError::TooLong {
-                signed: self.length,
-            });
-        }
-        if self.parallel_from.is_some_and(|from| bytes.len() >= from) {
-            self.whole.update_on_two_threads(bytes);
-        } else {
-            self.whole.update(bytes);
-        }
+        within(self.length, self.whole.len, bytes)?;
+        self.whole.update(bytes);
         Ok(())
     }
 
@@ -390,6 +367,14 @@ impl ArtifactCheck {
     }
 }
 
+/// `bytes` fit in a `length`-byte artifact of which `fed` bytes were checked already.
+fn within(length: u64, fed: u64, bytes: &[u8]) -> Result<(), ArtifactError> {
+    if bytes.len() as u64 > length - fed {
+        return Err(ArtifactError::TooLong { signed: length });
+    }
+    Ok(())
+}
+
 /// The SHA-256 half of a split [`ArtifactCheck`] (see [`ArtifactCheck::split`]).
 pub struct Sha256Check {
     hasher: sha2::Sha256,
@@ -408,8 +393,7 @@ pub struct Blake3Check {
 
 impl ArtifactCheck {
     /// Split the check into its SHA-256 and BLAKE3 halves, to be fed the same bytes in the
-    /// same order on two threads (a thread that lives as long as the check, rather than one
-    /// per piece as [`ArtifactCheck::new_parallel`]). The artifact matches only if
+    /// same order on two threads. The artifact matches only if
     /// [`ArtifactCheck::finish_split`] says so, given both halves.
     pub fn split(self) -> (Sha256Check, Blake3Check) {
         let WholeHash {
@@ -465,11 +449,7 @@ impl ArtifactCheck {
 impl Sha256Check {
     /// Feed the next bytes of the artifact.
     pub fn update(&mut self, bytes: &[u8]) -> Result<(), ArtifactError> {
-        if bytes.len() as u64 > self.length - self.len {
-            return Err(ArtifactError::TooLong {
-                signed: self.length,
-            });
-        }
+        within(self.length, self.len, bytes)?;
         sha2::Digest::update(&mut self.hasher, bytes);
         self.len += bytes.len() as u64;
         Ok(())
@@ -489,11 +469,7 @@ impl Sha256Check {
 impl Blake3Check {
     /// Feed the next bytes of the artifact.
     pub fn update(&mut self, bytes: &[u8]) -> Result<(), ArtifactError> {
-        if bytes.len() as u64 > self.length - self.len {
-            return Err(ArtifactError::TooLong {
-                signed: self.length,
-            });
-        }
+        within(self.length, self.len, bytes)?;
         self.hasher.update(bytes);
         self.len += bytes.len() as u64;
         Ok(())
@@ -761,7 +737,7 @@ mod tests {
                 ..out.chunks.clone()
             },
         );
-        let mut check = ArtifactCheck::new_parallel(&bad_blake3);
+        let mut check = ArtifactCheck::new(&bad_blake3);
         check.update(&data).unwrap();
         assert_eq!(
             check.finish(),
@@ -770,18 +746,6 @@ mod tests {
                 actual: out.chunks.blake3
             })
         );
-    }
-
-    #[test]
-    fn parallel_whole_check_agrees() {
-        let data = pseudo_random(8, (1 << 20) + 333);
-        let out = ingest_all(ChunkingParams::DEFAULT, &data);
-        let artifact = verified_artifact(&out);
-        let mut check = ArtifactCheck::new_parallel(&artifact);
-        check.update(&data[..(1 << 20) + 1]).unwrap();
-        check.update(&data[(1 << 20) + 1..]).unwrap();
-        assert_eq!(check.len(), data.len() as u64);
-        check.finish().unwrap();
     }
 
     #[test]

@@ -1,7 +1,5 @@
 //! Whole-artifact hashes: BLAKE3 and SHA-256 over the same stream of bytes.
 
-use std::thread;
-
 use sha2::Digest as _;
 
 use crate::digest::{Blake3Hash, Sha256Hash};
@@ -20,20 +18,6 @@ impl WholeHash {
         self.blake3.update(data);
         self.sha256.update(data);
         self.len += data.len() as u64;
-    }
-
-    /// Hash `data` with SHA-256 on a scoped helper thread while BLAKE3 runs on this one.
-    pub(crate) fn update_on_two_threads(&mut self, data: &[u8]) {
-        let Self {
-            blake3,
-            sha256,
-            len,
-        } = self;
-        thread::scope(|scope| {
-            scope.spawn(|| sha256.update(data));
-            blake3.update(data);
-        });
-        *len += data.len() as u64;
     }
 
     pub(crate) fn finalize(&self) -> (Blake3Hash, Sha256Hash, u64) {
