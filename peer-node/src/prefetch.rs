@@ -234,7 +234,9 @@ impl Walker {
             .still_unwalked(&release, crate::handler::unix_now())
         {
             tries += 1;
-            match self.offered(&release).await {
+            // The handler asked for `timestamp.json` afresh before it spawned this walk; a retry
+            // asks again.
+            match self.offered(&release, tries > 1).await {
                 Ok(found) => {
                     info!(release = %release.0, private = found.private.len(), tries, "offered release walked");
                     Metrics::inc(&self.metrics.offer_walks);
@@ -258,18 +260,20 @@ impl Walker {
         }
     }
 
-    /// One offered release (`channel/number`), from the freshest metadata upstream.
-    async fn offered(&self, release: &ReleaseKey) -> anyhow::Result<FoundRelease> {
+    /// One offered release (`channel/number`), from the metadata upstream: `timestamp.json`
+    /// asked for again first when `refresh`, else as cached (within its TTL).
+    async fn offered(&self, release: &ReleaseKey, refresh: bool) -> anyhow::Result<FoundRelease> {
         let (channel, number) = release
             .0
             .split_once('/')
             .and_then(|(c, n)| Some((c.to_owned(), n.parse::<u64>().ok()?)))
             .ok_or_else(|| anyhow::anyhow!("offer names release {:?}", release.0))?;
-        let ts = self
-            .metadata
-            .refresh("timestamp.json")
-            .await
-            .ok_or_else(|| anyhow::anyhow!("no timestamp.json upstream"))?;
+        let ts = if refresh {
+            self.metadata.refresh("timestamp.json").await
+        } else {
+            self.metadata.get("timestamp.json").await
+        };
+        let ts = ts.ok_or_else(|| anyhow::anyhow!("no timestamp.json upstream"))?;
         let ts: Timestamp =
             Envelope::parse("timestamp", "timestamp.json", &ts, MAX_FILE)?.role()?;
         let snapshot_version = ts
