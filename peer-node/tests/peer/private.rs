@@ -201,24 +201,18 @@ fn offers_stable_7(director_key: InMemoryKey) -> crate::support::OfferFn {
     })
 }
 
-/// The peer under test, checking offers against the director root at `root`, polling every
-/// `poll_secs`.
+/// The peer under test in `dir` (its data in `dir/peer`), with `extra` options, checking offers
+/// against the director root `director_root` (written to `dir/director-root.json`).
 fn peer_with_director(
-    data: &std::path::Path,
+    dir: &std::path::Path,
     up: &Upstream,
-    root: &std::path::Path,
-    poll_secs: u64,
+    director_root: &[u8],
+    extra: &[&str],
 ) -> Peer {
-    Peer::start(
-        data,
-        up,
-        &[
-            "--poll-secs",
-            &poll_secs.to_string(),
-            "--director-root",
-            root.to_str().unwrap(),
-        ],
-    )
+    let root = dir.join("director-root.json");
+    std::fs::write(&root, director_root).unwrap();
+    let options = [extra, &["--director-root", root.to_str().unwrap()]].concat();
+    Peer::start(&dir.join("peer"), up, &options)
 }
 
 #[test]
@@ -239,9 +233,7 @@ fn private_chunks_only_on_a_connection_with_an_offer() {
         state.offer = Some(offers_stable_7(director_key));
     }
     let dir = tempfile::tempdir().unwrap();
-    let root_path = dir.path().join("director-root.json");
-    std::fs::write(&root_path, &director_root).unwrap();
-    let peer = peer_with_director(&dir.path().join("peer"), &up, &root_path, 1);
+    let peer = peer_with_director(dir.path(), &up, &director_root, &["--poll-secs", "1"]);
     let total: u64 = blobs.iter().map(|(_, b)| b.len() as u64).sum();
     let start = Instant::now();
     while peer.stat("stored_bytes") < total {
@@ -414,7 +406,7 @@ fn private_chunks_only_on_a_connection_with_an_offer() {
     // chunks it holds are private (kept on disk), so a stranger gets every one `Missing`.
     drop(peer);
     up.handler.0.lock().unwrap().metadata.clear();
-    let peer = peer_with_director(&dir.path().join("peer"), &up, &root_path, 1);
+    let peer = peer_with_director(dir.path(), &up, &director_root, &["--poll-secs", "1"]);
     assert!(peer.stat("stored_bytes") >= total, "{}", peer.stats());
     rt.block_on(async {
         let stranger = peer.client().await;
@@ -452,9 +444,7 @@ fn a_release_offered_before_the_peer_walked_it_is_not_served_to_strangers() {
         .metadata
         .extend(empty_repository());
     let dir = tempfile::tempdir().unwrap();
-    let root_path = dir.path().join("director-root.json");
-    std::fs::write(&root_path, &director_root).unwrap();
-    let peer = peer_with_director(&dir.path().join("peer"), &up, &root_path, 3600);
+    let peer = peer_with_director(dir.path(), &up, &director_root, &["--poll-secs", "3600"]);
     // The peer's one poll has walked the empty repository.
     let start = Instant::now();
     while peer.stat("metadata_up") < 3 {
@@ -547,19 +537,11 @@ fn private_chunks_come_on_the_relay_connection_when_data_upstreams_are_mixed() {
         }
     }
     let dir = tempfile::tempdir().unwrap();
-    let root_path = dir.path().join("director-root.json");
-    std::fs::write(&root_path, &director_root).unwrap();
-    let peer = Peer::start(
-        &dir.path().join("peer"),
+    let peer = peer_with_director(
+        dir.path(),
         &origin,
-        &[
-            "--upstream",
-            &parent.arg(),
-            "--upstream",
-            &origin.arg(),
-            "--director-root",
-            root_path.to_str().unwrap(),
-        ],
+        &director_root,
+        &["--upstream", &parent.arg(), "--upstream", &origin.arg()],
     );
     // The release is walked (its private chunks known) once the index has been fetched.
     let start = Instant::now();
