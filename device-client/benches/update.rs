@@ -291,10 +291,15 @@ fn main() {
     );
     if let Some(cpu) = cpu {
         let cpu_per_gib = cpu / gib;
+        let bound = 1024.0 * cores / cpu_per_gib;
+        let of_limit = bound / mib_s(blake3_rate.min(write_rate));
         println!(
-            "  CPU bound        hashing alone {hashing:.2} CPU-s/GiB at the raw rates; the whole update {cpu_per_gib:.2} CPU-s/GiB: on {cores} cores, even with every core busy all the time, at most {:.1} MiB/s ({:.2} of the raw write)",
-            1024.0 * cores / cpu_per_gib,
-            1024.0 * cores / cpu_per_gib / mib_s(write_rate),
+            "  CPU bound        hashing alone {hashing:.2} CPU-s/GiB at the raw rates; the whole update {cpu_per_gib:.2} CPU-s/GiB: on {cores} cores, even with every core busy all the time, at most {bound:.1} MiB/s ({of_limit:.2} of the slower limit{})",
+            if of_limit < 0.8 {
+                ": the target is beyond these cores"
+            } else {
+                ""
+            }
         );
     }
     println!(
