@@ -281,7 +281,8 @@ fn main() {
     );
     // Context, not a target: what the machine's cores allow. The update hashes every byte
     // three times (BLAKE3 as each chunk is checked, BLAKE3 and SHA-256 of the whole artifact);
-    // with its two copies (read, write) and the kernel's share it took `cpu` CPU-seconds.
+    // with its two copies (read, write) and its system calls it took `cpu` CPU-seconds (the
+    // kernel's writeback threads come on top: the bound is an upper one).
     let gib = len as f64 / f64::from(1 << 30);
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get) as f64;
     let hashing = f64::from(1 << 30) * (2.0 / blake3_rate + 1.0 / sha256_rate);
