@@ -81,23 +81,17 @@ fn main() {
         .unwrap();
 
     // The artifact, cut and indexed (the old slot holds it: a local source for every chunk).
-    let artifact_path = dir.path().join("active.img");
-    let mut file = std::fs::File::create(&artifact_path).unwrap();
     let mut ingest = Ingest::new_parallel(ChunkingParams::DEFAULT);
-    let mut piece = vec![0u8; PIECE];
-    let mut xof = blake3::Hasher::new().update(b"bench image").finalize_xof();
-    let mut written = 0u64;
-    while written < len {
-        let n = (len - written).min(PIECE as u64) as usize;
-        xof.fill(&mut piece[..n]);
-        file.write_all(&piece[..n]).unwrap();
-        ingest
-            .update(&piece[..n], |_| Ok::<(), std::convert::Infallible>(()))
-            .unwrap();
-        written += n as u64;
-    }
-    file.sync_all().unwrap();
-    drop(file);
+    write_image(
+        &dir.path().join("active.img"),
+        len,
+        b"bench image",
+        |piece| {
+            ingest
+                .update(piece, |_| Ok::<(), std::convert::Infallible>(()))
+                .unwrap();
+        },
+    );
     let ingested = ingest
         .finish(|_| Ok::<(), std::convert::Infallible>(()))
         .unwrap();
@@ -108,16 +102,7 @@ fn main() {
     // page cache, at a cost that varied from round to round with what the machine's host
     // did with the memory freed by the round before.)
     for name in ["inactive.img", "raw-write"] {
-        let mut file = std::fs::File::create(dir.path().join(name)).unwrap();
-        let mut xof = blake3::Hasher::new().update(b"older image").finalize_xof();
-        let mut written = 0u64;
-        while written < len {
-            let n = (len - written).min(PIECE as u64) as usize;
-            xof.fill(&mut piece[..n]);
-            file.write_all(&piece[..n]).unwrap();
-            written += n as u64;
-        }
-        file.sync_all().unwrap();
+        write_image(&dir.path().join(name), len, b"older image", |_| {});
     }
     std::fs::write(
         dir.path().join("prepared.json"),
@@ -316,6 +301,23 @@ fn main() {
             "NOT met"
         }
     );
+}
+
+/// Write `len` pseudo-random bytes drawn from `seed` to a new file at `path`, synced, handing
+/// each piece to `each` as well.
+fn write_image(path: &Path, len: u64, seed: &[u8], mut each: impl FnMut(&[u8])) {
+    let mut file = std::fs::File::create(path).unwrap();
+    let mut piece = vec![0u8; PIECE];
+    let mut xof = blake3::Hasher::new().update(seed).finalize_xof();
+    let mut written = 0u64;
+    while written < len {
+        let n = (len - written).min(PIECE as u64) as usize;
+        xof.fill(&mut piece[..n]);
+        file.write_all(&piece[..n]).unwrap();
+        each(&piece[..n]);
+        written += n as u64;
+    }
+    file.sync_all().unwrap();
 }
 
 /// One round's update and the limits it is compared with.
