@@ -369,6 +369,7 @@ pub async fn download(
                     local.clone(),
                     shared_verifier.clone(),
                     tx.clone(),
+                    Some(writer.local_writes()),
                 )
                 .map_err(disk(&job.slot_file))?;
                 readers.insert(source.id, reader);
@@ -480,6 +481,7 @@ pub async fn download(
                     source,
                     bytes,
                     chunks,
+                    written,
                 } => {
                     *fetch_counts.entry(source).or_default() += chunks.len() as u64;
                     let mut writes = RunWrites::default();
@@ -504,7 +506,10 @@ pub async fn download(
                                     verified_bytes += u64::from(entries[p as usize].len());
                                 }
                                 fresh_any |= !fresh.is_empty();
-                                if writes.add(&writer, &bytes, fresh, range).await.is_err() {
+                                // Written by the reader already, or to write now.
+                                if !written
+                                    && writes.add(&writer, &bytes, fresh, range).await.is_err()
+                                {
                                     return Err(stopped(writer).await);
                                 }
                                 scheduler.handle_chunk(now(), source, &id, ChunkOutcome::Verified);

@@ -23,6 +23,8 @@ use ota_net::client::{Client, ClientError};
 use ota_net::quic::CertPin;
 use tokio::sync::mpsc;
 
+use crate::writer::LocalWrites;
+
 /// One source of an update.
 #[derive(Debug, Clone)]
 pub struct Source {
@@ -172,6 +174,9 @@ pub enum Event {
         bytes: Bytes,
         /// The chunks, in order.
         chunks: Vec<RunChunk>,
+        /// Whether the reader wrote the chunks that passed into the slot itself (at each of
+        /// their positions not written before): the download loop then only takes note.
+        written: bool,
     },
     /// The source's lost connection was dialled again.
     Redialled {
@@ -340,10 +345,10 @@ pub struct RunChunk {
 pub(crate) const LOCAL_RUN: u64 = 1 << 20;
 
 /// Reads the chunks asked of the local slot on a thread of its own, ahead of the download
-/// loop: chunks adjacent in the slot file are read in runs with one call, and every chunk is
-/// checked against its id there, so that reading and hashing the chunks overlap the writes.
-/// Each run goes to the download loop as one [`Event::Run`] (a chunk that cannot be read
-/// as one [`Event::Missing`]). Memory: the chunks asked for (the scheduler bounds them) and
+/// loop: chunks adjacent in the slot file are read in runs with one call, every chunk is
+/// checked against its id there and, given the slot writer's [`LocalWrites`], written into the
+/// slot there too. Each run goes to the download loop as one [`Event::Run`] (a chunk that
+/// cannot be read as one [`Event::Missing`]). Memory: the chunks asked for (the scheduler bounds them) and
 /// the events waiting in the loop's bounded queue.
 pub(crate) struct LocalReader {
     requests: Option<sync_mpsc::Sender<Vec<ChunkId>>>,
@@ -351,18 +356,28 @@ pub(crate) struct LocalReader {
 }
 
 impl LocalReader {
-    /// Start the reader of source `source`; its events go to `events`. The thread ends when
-    /// the reader is dropped or `events` is closed.
+    /// Start the reader of source `source`; its events go to `events`. With `writes`, it
+    /// writes the chunks that pass their check into the slot itself (see [`LocalWrites`]).
+    /// The thread ends when the reader is dropped or `events` is closed.
     pub(crate) fn start(
         source: SourceId,
         local: Arc<LocalChunks>,
         verifier: Arc<ChunkVerifier>,
         events: mpsc::Sender<Event>,
+        writes: Option<LocalWrites>,
     ) -> std::io::Result<Self> {
         let (requests, asked) = sync_mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("ota-local-read".into())
-            .spawn(move || read_runs(source, &local, &verifier, &asked, &events))?;
+            .spawn(move || {
+                read_runs(
+                    source,
+                    (&local, writes.as_ref()),
+                    &verifier,
+                    &asked,
+                    &events,
+                );
+            })?;
         Ok(Self {
             requests: Some(requests),
             thread: Some(thread),
@@ -392,7 +407,7 @@ impl Drop for LocalReader {
 /// The reader thread: the chunks asked for, in the order asked, in runs.
 fn read_runs(
     source: SourceId,
-    local: &LocalChunks,
+    (local, writes): (&LocalChunks, Option<&LocalWrites>),
     verifier: &ChunkVerifier,
     asked: &sync_mpsc::Receiver<Vec<ChunkId>>,
     events: &mpsc::Sender<Event>,
@@ -452,18 +467,22 @@ fn read_runs(
             queue.pop_front();
         }
         let sent = match local.read_run(file, offset, end, &pool) {
-            Some(bytes) => {
-                events.blocking_send(checked_run(source, verifier, &positions, bytes, &run))
-            }
+            Some(bytes) => events.blocking_send(write(
+                writes,
+                checked_run(source, verifier, &positions, bytes, &run),
+            )),
             // A run that cannot be read whole: each of its chunks alone.
             None => run.iter().try_for_each(|&(id, _, _)| {
                 let event = match local.read(&id) {
-                    Some(bytes) => checked_run(
-                        source,
-                        verifier,
-                        &positions,
-                        Bytes::from(bytes),
-                        &[(id, 0, 0)],
+                    Some(bytes) => write(
+                        writes,
+                        checked_run(
+                            source,
+                            verifier,
+                            &positions,
+                            Bytes::from(bytes),
+                            &[(id, 0, 0)],
+                        ),
                     ),
                     None => Event::Missing { source, id },
                 };
@@ -474,6 +493,28 @@ fn read_runs(
             return;
         }
     }
+}
+
+/// `event` after the reader wrote its verified chunks into the slot, if it has the means.
+fn write(writes: Option<&LocalWrites>, mut event: Event) -> Event {
+    if let (
+        Some(writes),
+        Event::Run {
+            bytes,
+            chunks,
+            written,
+            ..
+        },
+    ) = (writes, &mut event)
+    {
+        *written = writes.write_run(bytes, chunks);
+        if *written {
+            // The loop only takes note: the buffer goes back to the reader's pool as soon as
+            // the writer's hashes are done with it, not when the loop gets to the event.
+            *bytes = Bytes::new();
+        }
+    }
+    event
 }
 
 /// The event for `bytes` read for the chunks of `run` (a run of one chunk: the whole bytes),
@@ -512,6 +553,7 @@ fn checked_run(
         source,
         bytes,
         chunks,
+        written: false,
     }
 }
 
@@ -746,7 +788,7 @@ mod tests {
         let unheld = ChunkId::of(b"not in the slot");
         let (tx, mut rx) = mpsc::channel(4);
         let reader =
-            LocalReader::start(SourceId(7), Arc::new(local), verifier.clone(), tx).unwrap();
+            LocalReader::start(SourceId(7), Arc::new(local), verifier.clone(), tx, None).unwrap();
         let ids: Vec<ChunkId> = entries.iter().map(|e| *e.id()).collect();
         let (first, rest) = ids.split_at(ids.len() / 3);
         reader.request(first.to_vec());
@@ -761,7 +803,9 @@ mod tests {
                     source,
                     bytes,
                     chunks,
+                    written,
                 } => {
+                    assert!(!written, "no writer: nothing written");
                     assert_eq!(source, SourceId(7));
                     assert!(bytes.len() as u64 <= LOCAL_RUN + 16384, "{}", bytes.len());
                     runs += 1;

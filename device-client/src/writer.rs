@@ -1,18 +1,23 @@
 //! The slot writer: verified chunks are written into the slot on a thread of their own; a
 //! second thread syncs the slot and then journals each batch written before the sync (so the
 //! writes go on while a sync runs); the whole artifact is hashed in order as its contiguous
-//! prefix is written: BLAKE3 on the writer's thread, after the write, and SHA-256 (about twice
-//! as slow) on a third thread fed the same pieces (see `ArtifactCheck::split`).
+//! prefix is written: BLAKE3 after the write, and SHA-256 (about twice as slow) on a third
+//! thread fed the same pieces (see `ArtifactCheck::split`).
 //!
 //! The download loop verifies each chunk against its id and hands the bytes over, a chunk at
 //! a time or a run of verified chunks at consecutive positions (one buffer, one write); the
-//! writer writes them at every position of the chunk, then passes the same bytes (the ones
-//! written, not a copy) to the hashes once every position before them is written too. Bytes
-//! that arrive far ahead of that frontier are not kept in memory: they are read back from the
-//! slot when the frontier reaches them, as are positions written by an earlier, interrupted
-//! run (their journal records were re-verified, but the whole check always covers every byte
-//! of the slot, whichever run wrote it). The slot is marked pending only after
-//! [`SlotWriter::finish`] says the whole artifact matches its signed hashes.
+//! writer writes them at every position of the chunk not written yet, then passes the same
+//! bytes (the ones written, not a copy) to the hashes once every position before them is
+//! written too. Bytes that arrive far ahead of that frontier are not kept in memory: they are
+//! read back from the slot when the frontier reaches them, as are positions written by an
+//! earlier, interrupted run (their journal records were re-verified, but the whole check
+//! always covers every byte of the slot, whichever run wrote it). The slot is marked pending
+//! only after [`SlotWriter::finish`] says the whole artifact matches its signed hashes.
+//!
+//! The local slot's reader writes the runs it read and checked itself, on its own thread,
+//! through a [`LocalWrites`] handle on the same state (behind a lock): the write, the journal
+//! and BLAKE3 then run where the bytes were just read and hashed, with no hand-over to the
+//! writer's thread. A position is written once, whichever thread gets to it first.
 //!
 //! Memory: at most [`COMMANDS`] chunks waiting to be written, [`RETAINED`] bytes kept ahead
 //! of the frontier and [`SHA256_PIECES`] pieces waiting for SHA-256.
@@ -20,7 +25,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::PathBuf;
-use std::sync::mpsc as sync_mpsc;
+use std::sync::{Arc, Mutex, mpsc as sync_mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -31,7 +36,7 @@ use ota_core::journal::JournalBinding;
 use tokio::sync::mpsc;
 
 use crate::download::{DownloadError, JournalFile};
-use crate::source::{read_exact_at, write_all_at};
+use crate::source::{RunChunk, read_exact_at, write_all_at};
 
 /// Chunks (or runs of at most about `source::LOCAL_RUN` bytes) waiting for the writer.
 const COMMANDS: usize = 8;
@@ -82,6 +87,42 @@ type WriterEnd = Result<Checked, DownloadError>;
 pub(crate) struct SlotWriter {
     tx: Option<mpsc::Sender<Command>>,
     thread: Option<JoinHandle<WriterEnd>>,
+    /// The writer's state, also used by the [`LocalWrites`] of the local slot's reader;
+    /// taken (`None`) when the writer ends.
+    shared: Arc<Mutex<Option<Inner>>>,
+}
+
+/// Writes verified runs read from the local slot from the reader's own thread, through the
+/// same state as the writer's thread (written positions, journal, in-order hashes), so that
+/// a local run is read, checked, written and hashed by one thread without a hand-over.
+#[derive(Clone)]
+pub(crate) struct LocalWrites {
+    shared: Arc<Mutex<Option<Inner>>>,
+}
+
+fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl LocalWrites {
+    /// Write the verified chunks of `chunks` (ranges of `bytes`) at their positions not
+    /// written yet (by this reader, another or the writer's thread). `false`
+    /// if nothing was written because the writer ended or failed (its error is then had from
+    /// the writer): the caller hands the run over as if it had not tried.
+    pub(crate) fn write_run(&self, bytes: &Bytes, chunks: &[RunChunk]) -> bool {
+        match locked(&self.shared).as_mut() {
+            Some(inner) => inner.write_local(bytes, chunks),
+            None => false,
+        }
+    }
+}
+
+impl std::fmt::Debug for LocalWrites {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalWrites").finish_non_exhaustive()
+    }
 }
 
 /// The writer thread's state.
@@ -105,6 +146,10 @@ struct Inner {
     retained: HashMap<u64, (u64, Bytes)>,
     retained_len: usize,
     hasher: Hasher,
+    /// An error met writing for the local reader, for the writer's thread to end with.
+    deferred: Option<DownloadError>,
+    /// Set once a write failed: nothing more is written.
+    stopped: bool,
 }
 
 impl SlotWriter {
@@ -147,22 +192,40 @@ impl SlotWriter {
             retained: HashMap::new(),
             retained_len: 0,
             hasher,
+            deferred: None,
+            stopped: false,
         };
+        inner.advance();
+        let shared = Arc::new(Mutex::new(Some(inner)));
+        let state = Arc::clone(&shared);
         let (tx, mut rx) = mpsc::channel::<Command>(COMMANDS);
         let thread = std::thread::Builder::new()
             .name("ota-slot-write".into())
             .spawn(move || {
-                inner.advance();
                 while let Some(command) = rx.blocking_recv() {
-                    inner.handle(command)?;
+                    if let Some(inner) = locked(&state).as_mut() {
+                        inner.handle_checked(command)?;
+                    }
                 }
-                inner.end()
+                let inner = locked(&state).take();
+                match inner {
+                    Some(inner) => inner.end(),
+                    None => Ok(None),
+                }
             })
             .map_err(disk)?;
         Ok(Self {
             tx: Some(tx),
             thread: Some(thread),
+            shared,
         })
+    }
+
+    /// A handle for the local slot's reader to write its verified runs itself.
+    pub(crate) fn local_writes(&self) -> LocalWrites {
+        LocalWrites {
+            shared: Arc::clone(&self.shared),
+        }
     }
 
     /// Write the verified `bytes` at each of `positions` (none written before). An error
@@ -228,9 +291,96 @@ impl Inner {
         }
     }
 
+    /// [`Inner::handle`], unless a write failed before (its error, once).
+    fn handle_checked(&mut self, command: Command) -> Result<(), DownloadError> {
+        if let Some(error) = self.deferred.take() {
+            return Err(error);
+        }
+        if self.stopped {
+            return Err(self.disk(std::io::Error::other("an earlier write failed")));
+        }
+        self.handle(command).inspect_err(|_| self.stopped = true)
+    }
+
+    /// See [`LocalWrites::write_run`].
+    fn write_local(&mut self, bytes: &Bytes, chunks: &[RunChunk]) -> bool {
+        if self.stopped {
+            return false;
+        }
+        // Chunks that go to one fresh position each, at consecutive positions and laid end to
+        // end in `bytes`, are written together.
+        let mut gathered: Option<(u64, u64, std::ops::Range<usize>)> = None;
+        let mut result = Ok(());
+        for chunk in chunks {
+            if chunk.verdict.is_err() {
+                continue;
+            }
+            let fresh: Vec<u64> = chunk
+                .positions
+                .iter()
+                .copied()
+                .filter(|&p| !self.written[p as usize])
+                .collect();
+            if let [p] = fresh[..]
+                && let Some((first, count, range)) = &mut gathered
+                && *first + *count == p
+                && range.end == chunk.range.start
+            {
+                *count += 1;
+                range.end = chunk.range.end;
+                continue;
+            }
+            result = result.and_then(|()| self.write_gathered(bytes, gathered.take()));
+            match fresh[..] {
+                [] => {}
+                [p] => gathered = Some((p, 1, chunk.range.clone())),
+                _ => {
+                    let command = Command::Chunk {
+                        positions: fresh,
+                        bytes: bytes.slice(chunk.range.clone()),
+                    };
+                    result = result.and_then(|()| self.handle(command));
+                }
+            }
+        }
+        result = result.and_then(|()| self.write_gathered(bytes, gathered.take()));
+        match result {
+            Ok(()) => true,
+            Err(error) => {
+                self.stopped = true;
+                self.deferred = Some(error);
+                false
+            }
+        }
+    }
+
+    fn write_gathered(
+        &mut self,
+        bytes: &Bytes,
+        gathered: Option<(u64, u64, std::ops::Range<usize>)>,
+    ) -> Result<(), DownloadError> {
+        match gathered {
+            Some((first, 1, range)) => self.handle(Command::Chunk {
+                positions: vec![first],
+                bytes: bytes.slice(range),
+            }),
+            Some((first, count, range)) => self.handle(Command::Run {
+                first,
+                count,
+                bytes: bytes.slice(range),
+            }),
+            None => Ok(()),
+        }
+    }
+
     fn handle(&mut self, command: Command) -> Result<(), DownloadError> {
         match command {
-            Command::Chunk { positions, bytes } => {
+            Command::Chunk {
+                mut positions,
+                bytes,
+            } => {
+                // Positions the local reader wrote meanwhile are not written again.
+                positions.retain(|&p| !self.written[p as usize]);
                 for &p in &positions {
                     let offset = self.verifier.index().entries()[p as usize].offset();
                     write_all_at(&self.slot, &bytes, offset).map_err(|e| self.disk(e))?;
@@ -241,6 +391,28 @@ impl Inner {
                 }
                 self.advance();
                 self.flush_if_due()?;
+            }
+            Command::Run {
+                first,
+                count,
+                bytes,
+            } if (first..first + count).any(|p| self.written[p as usize]) => {
+                // Some were written meanwhile by the local reader: the others one by one.
+                let entries = self.verifier.index().entries();
+                let base = entries[first as usize].offset();
+                let pieces: Vec<(u64, Bytes)> = (first..first + count)
+                    .map(|p| {
+                        let entry = &entries[p as usize];
+                        let start = (entry.offset() - base) as usize;
+                        (p, bytes.slice(start..start + entry.len() as usize))
+                    })
+                    .collect();
+                for (p, chunk) in pieces {
+                    self.handle(Command::Chunk {
+                        positions: vec![p],
+                        bytes: chunk,
+                    })?;
+                }
             }
             Command::Run {
                 first,
@@ -377,6 +549,9 @@ impl Inner {
     }
 
     fn end(mut self) -> WriterEnd {
+        if let Some(error) = self.deferred.take() {
+            return Err(error);
+        }
         self.send_batch(true)?;
         self.join_syncer()?;
         self.slot.sync_all().map_err(|e| self.disk(e))?;
@@ -513,12 +688,19 @@ mod tests {
 
     /// An artifact of `len` pseudo-random bytes cut in small chunks: (bytes, target, verifier).
     fn artifact(len: usize) -> (Vec<u8>, ota_core::tuf::VerifiedArtifact, ChunkVerifier) {
+        artifact_cut(len, ChunkingParams::new(64, 256, 1024).unwrap())
+    }
+
+    fn artifact_cut(
+        len: usize,
+        params: ChunkingParams,
+    ) -> (Vec<u8>, ota_core::tuf::VerifiedArtifact, ChunkVerifier) {
         let mut data = vec![0u8; len];
         blake3::Hasher::new()
             .update(b"writer test")
             .finalize_xof()
             .fill(&mut data);
-        let mut ingest = Ingest::new(ChunkingParams::new(64, 256, 1024).unwrap());
+        let mut ingest = Ingest::new(params);
         let ok = |_: ota_core::chunk::CutChunk<'_>| Ok::<(), std::convert::Infallible>(());
         ingest.update(&data, ok).unwrap();
         let out = ingest.finish(ok).unwrap();
@@ -531,12 +713,17 @@ mod tests {
     /// first), in runs of up to `group` consecutive positions (one chunk at a time if 1), the
     /// resumed ones put in the slot beforehand from `resumed_bytes`; returns the check and the
     /// positions journalled.
+    /// With `local`, each group is also handed to the local reader's
+    /// [`LocalWrites`] as a run: before the loop's write for even groups, after it for odd
+    /// ones, and in place of it for every fourth group (where the loop writes only a chunk
+    /// whose verdict, every fifth, says it failed its check).
     fn run(
         data: &[u8],
         target: &ota_core::tuf::VerifiedArtifact,
         verifier: &ChunkVerifier,
         (resumed, resumed_bytes): (&[u64], &[u8]),
         group: usize,
+        local: bool,
     ) -> (Checked, Vec<u64>) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("slot.img");
@@ -585,15 +772,53 @@ mod tests {
                     _ => groups.push(vec![p]),
                 }
             }
-            for g in groups.iter().rev() {
+            let local_writes = writer.local_writes();
+            for (n, g) in groups.iter().enumerate().rev() {
                 let (first, last) = (&entries[g[0] as usize], &entries[g[g.len() - 1] as usize]);
                 let range =
                     first.offset() as usize..(last.offset() + u64::from(last.len())) as usize;
                 let bytes = Bytes::copy_from_slice(&data[range]);
-                if g.len() == 1 {
-                    writer.write(vec![g[0]], bytes).await.unwrap();
+                let chunks: Vec<RunChunk> = g
+                    .iter()
+                    .map(|&p| {
+                        let e = &entries[p as usize];
+                        let start = (e.offset() - first.offset()) as usize;
+                        RunChunk {
+                            id: *e.id(),
+                            range: start..start + e.len() as usize,
+                            positions: vec![p],
+                            verdict: if p % 5 == 0 {
+                                Err(ota_core::chunk::ChunkError::PositionOutOfRange {
+                                    position: p,
+                                    count: 0,
+                                })
+                            } else {
+                                Ok(())
+                            },
+                        }
+                    })
+                    .collect();
+                if local && n % 2 == 0 {
+                    assert!(local_writes.write_run(&bytes, &chunks));
+                }
+                if local && n % 4 == 0 {
+                    // The loop writes only what the reader did not.
+                    for c in chunks.iter().filter(|c| c.verdict.is_err()) {
+                        writer
+                            .write(c.positions.clone(), bytes.slice(c.range.clone()))
+                            .await
+                            .unwrap();
+                    }
+                } else if g.len() == 1 {
+                    writer.write(vec![g[0]], bytes.clone()).await.unwrap();
                 } else {
-                    writer.write_run(g[0], g.len() as u64, bytes).await.unwrap();
+                    writer
+                        .write_run(g[0], g.len() as u64, bytes.clone())
+                        .await
+                        .unwrap();
+                }
+                if local && n % 2 == 1 {
+                    assert!(local_writes.write_run(&bytes, &chunks));
                 }
             }
             writer.finish().await.unwrap()
@@ -615,7 +840,8 @@ mod tests {
         assert!(count > 20, "{count} chunks");
         // The first three positions come from an earlier run (read back for the check); the
         // others arrive last first, mostly beyond what is kept in memory (read back too).
-        let (checked, mut journalled) = run(&data, &target, &verifier, (&[0, 1, 2], &data), 1);
+        let (checked, mut journalled) =
+            run(&data, &target, &verifier, (&[0, 1, 2], &data), 1, false);
         assert_eq!(checked, Some(Ok(())));
         journalled.sort_unstable();
         assert_eq!(
@@ -632,7 +858,7 @@ mod tests {
         // Runs of five chunks written with one write each, last first: those far ahead of
         // the frontier are read back, the others hashed as written; every position of a
         // run is journalled.
-        let (checked, mut journalled) = run(&data, &target, &verifier, (&[0], &data), 5);
+        let (checked, mut journalled) = run(&data, &target, &verifier, (&[0], &data), 5, false);
         assert_eq!(checked, Some(Ok(())));
         journalled.sort_unstable();
         assert_eq!(journalled, (1..count).collect::<Vec<_>>());
@@ -640,7 +866,7 @@ mod tests {
         // caller's verification; the whole check does not): refused.
         let mut changed = data.clone();
         changed[data.len() / 2] ^= 1;
-        let (checked, _) = run(&changed, &target, &verifier, (&[0], &data), 5);
+        let (checked, _) = run(&changed, &target, &verifier, (&[0], &data), 5, false);
         assert!(
             matches!(checked, Some(Err(ArtifactError::Sha256Mismatch { .. }))),
             "{checked:?}"
@@ -654,10 +880,24 @@ mod tests {
         // reads resumed chunks back, refuses the artifact.
         let mut stale = data.clone();
         stale[10] ^= 1;
-        let (checked, _) = run(&data, &target, &verifier, (&[0, 1], &stale), 1);
+        let (checked, _) = run(&data, &target, &verifier, (&[0, 1], &stale), 1, false);
         assert!(
             matches!(checked, Some(Err(ArtifactError::Sha256Mismatch { .. }))),
             "{checked:?}"
         );
+    }
+
+    #[test]
+    fn runs_written_by_the_local_reader_and_the_loop_are_written_and_journalled_once() {
+        let (data, target, verifier) = artifact_cut(
+            (1 << 20) + 300_000,
+            ChunkingParams::new(1024, 4096, 16_384).unwrap(),
+        );
+        let count = verifier.index().len();
+        let (checked, mut journalled) = run(&data, &target, &verifier, (&[0, 5], &data), 3, true);
+        assert_eq!(checked, Some(Ok(())));
+        journalled.sort_unstable();
+        let expected: Vec<u64> = (0..count).filter(|p| ![0, 5].contains(p)).collect();
+        assert_eq!(journalled, expected, "each position journalled once");
     }
 }
