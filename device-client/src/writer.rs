@@ -228,8 +228,9 @@ impl SlotWriter {
         }
     }
 
-    /// Write the verified `bytes` at each of `positions` (none written before). An error
-    /// means the writer stopped: [`SlotWriter::finish`] says why.
+    /// Write the verified `bytes` at each of `positions` (those the local reader wrote
+    /// already are skipped). An error means the writer stopped: [`SlotWriter::finish`] says
+    /// why.
     pub(crate) async fn write(&self, positions: Vec<u64>, bytes: Bytes) -> Result<(), ()> {
         match &self.tx {
             Some(tx) => tx
@@ -240,8 +241,9 @@ impl SlotWriter {
         }
     }
 
-    /// Write the verified chunks at positions `first..first + count` (none written before),
-    /// laid end to end in `bytes`, with one write. An error means the writer stopped.
+    /// Write the verified chunks at positions `first..first + count`, laid end to end in
+    /// `bytes`, with one write (one by one if the local reader wrote some of them already,
+    /// which are skipped). An error means the writer stopped.
     pub(crate) async fn write_run(&self, first: u64, count: u64, bytes: Bytes) -> Result<(), ()> {
         match &self.tx {
             Some(tx) => tx
