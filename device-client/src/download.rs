@@ -20,8 +20,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
 use ota_core::chunk::{ArtifactError, ChunkVerifier};
 use ota_core::digest::ChunkId;
 use ota_core::fetch::{
@@ -484,7 +482,7 @@ pub async fn download(
                     written,
                 } => {
                     *fetch_counts.entry(source).or_default() += chunks.len() as u64;
-                    let mut writes = RunWrites::default();
+                    let mut writes = Vec::new();
                     let mut fresh_any = false;
                     for RunChunk {
                         id,
@@ -507,10 +505,8 @@ pub async fn download(
                                 }
                                 fresh_any |= !fresh.is_empty();
                                 // Written by the reader already, or to write now.
-                                if !written
-                                    && writes.add(&writer, &bytes, fresh, range).await.is_err()
-                                {
-                                    return Err(stopped(writer).await);
+                                if !written {
+                                    writes.push((fresh, range));
                                 }
                                 scheduler.handle_chunk(now(), source, &id, ChunkOutcome::Verified);
                             }
@@ -520,7 +516,7 @@ pub async fn download(
                             }
                         }
                     }
-                    if writes.flush(&writer, &bytes).await.is_err() {
+                    if !writes.is_empty() && writer.write_chunks(&bytes, writes).await.is_err() {
                         return Err(stopped(writer).await);
                     }
                     if fresh_any {
@@ -613,53 +609,6 @@ fn ban_for_chunk(sources: &mut Sources, progress: &Progress, source: SourceId, r
             "reason": reason,
         }),
     );
-}
-
-/// The writes of one run's verified chunks: chunks that go to one position each, at
-/// consecutive positions and laid end to end in the run's bytes, are written together.
-#[derive(Default)]
-struct RunWrites {
-    /// (first position, positions, bytes of the run) gathered so far.
-    pending: Option<(u64, u64, std::ops::Range<usize>)>,
-}
-
-impl RunWrites {
-    /// Write the chunk at `range` of `bytes` at `fresh` (its positions not written yet).
-    async fn add(
-        &mut self,
-        writer: &SlotWriter,
-        bytes: &Bytes,
-        fresh: Vec<u64>,
-        range: std::ops::Range<usize>,
-    ) -> Result<(), ()> {
-        if let [p] = fresh[..] {
-            if let Some((first, count, gathered)) = &mut self.pending
-                && *first + *count == p
-                && gathered.end == range.start
-            {
-                *count += 1;
-                gathered.end = range.end;
-                return Ok(());
-            }
-            self.flush(writer, bytes).await?;
-            self.pending = Some((p, 1, range));
-            return Ok(());
-        }
-        self.flush(writer, bytes).await?;
-        if fresh.is_empty() {
-            return Ok(());
-        }
-        writer.write(fresh, bytes.slice(range)).await
-    }
-
-    /// Write what is gathered.
-    async fn flush(&mut self, writer: &SlotWriter, bytes: &Bytes) -> Result<(), ()> {
-        match self.pending.take() {
-            Some((first, 1, range)) => writer.write(vec![first], bytes.slice(range)).await,
-            Some((first, count, range)) => writer.write_run(first, count, bytes.slice(range)).await,
-            None => Ok(()),
-        }
-    }
 }
 
 /// Why the slot writer stopped (it stops only on an error).

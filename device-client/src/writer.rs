@@ -24,6 +24,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, mpsc as sync_mpsc};
 use std::thread::JoinHandle;
@@ -123,6 +124,53 @@ impl std::fmt::Debug for LocalWrites {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalWrites").finish_non_exhaustive()
     }
+}
+
+/// The writes for one run's chunks, each given as the positions to write it at and its range
+/// of `bytes`: chunks that go to one position each, at consecutive positions and laid end to
+/// end in `bytes`, make one [`Command::Run`]; the others one [`Command::Chunk`] each.
+fn run_commands(
+    bytes: &Bytes,
+    chunks: impl IntoIterator<Item = (Vec<u64>, Range<usize>)>,
+) -> Vec<Command> {
+    let gathered_command = |(first, count, range): (u64, u64, Range<usize>)| {
+        if count == 1 {
+            Command::Chunk {
+                positions: vec![first],
+                bytes: bytes.slice(range),
+            }
+        } else {
+            Command::Run {
+                first,
+                count,
+                bytes: bytes.slice(range),
+            }
+        }
+    };
+    let mut commands = Vec::new();
+    let mut gathered: Option<(u64, u64, Range<usize>)> = None;
+    for (positions, range) in chunks {
+        if let [p] = positions[..]
+            && let Some((first, count, run)) = &mut gathered
+            && *first + *count == p
+            && run.end == range.start
+        {
+            *count += 1;
+            run.end = range.end;
+            continue;
+        }
+        commands.extend(gathered.take().map(gathered_command));
+        match positions[..] {
+            [] => {}
+            [p] => gathered = Some((p, 1, range)),
+            _ => commands.push(Command::Chunk {
+                positions,
+                bytes: bytes.slice(range),
+            }),
+        }
+    }
+    commands.extend(gathered.take().map(gathered_command));
+    commands
 }
 
 /// The writer thread's state.
@@ -241,21 +289,22 @@ impl SlotWriter {
         }
     }
 
-    /// Write the verified chunks at positions `first..first + count`, laid end to end in
-    /// `bytes`, with one write (one by one if the local reader wrote some of them already,
-    /// which are skipped). An error means the writer stopped.
-    pub(crate) async fn write_run(&self, first: u64, count: u64, bytes: Bytes) -> Result<(), ()> {
-        match &self.tx {
-            Some(tx) => tx
-                .send(Command::Run {
-                    first,
-                    count,
-                    bytes,
-                })
-                .await
-                .map_err(|_| ()),
-            None => Err(()),
+    /// Write the verified chunks of one run: for each, the positions to write it at (those
+    /// the local reader wrote already are skipped) and its range of `bytes`. Chunks that go to
+    /// one position each, at consecutive positions and laid end to end, make one write. An
+    /// error means the writer stopped.
+    pub(crate) async fn write_chunks(
+        &self,
+        bytes: &Bytes,
+        chunks: Vec<(Vec<u64>, Range<usize>)>,
+    ) -> Result<(), ()> {
+        let Some(tx) = &self.tx else {
+            return Err(());
+        };
+        for command in run_commands(bytes, chunks) {
+            tx.send(command).await.map_err(|_| ())?;
         }
+        Ok(())
     }
 
     /// Sync the slot and journal what was written so far (the writer also does so by itself
@@ -309,70 +358,20 @@ impl Inner {
         if self.stopped {
             return false;
         }
-        // Chunks that go to one fresh position each, at consecutive positions and laid end to
-        // end in `bytes`, are written together.
-        let mut gathered: Option<(u64, u64, std::ops::Range<usize>)> = None;
-        let mut result = Ok(());
-        for chunk in chunks {
-            if chunk.verdict.is_err() {
-                continue;
-            }
-            let fresh: Vec<u64> = chunk
-                .positions
-                .iter()
-                .copied()
-                .filter(|&p| !self.written[p as usize])
-                .collect();
-            if let [p] = fresh[..]
-                && let Some((first, count, range)) = &mut gathered
-                && *first + *count == p
-                && range.end == chunk.range.start
-            {
-                *count += 1;
-                range.end = chunk.range.end;
-                continue;
-            }
-            result = result.and_then(|()| self.write_gathered(bytes, gathered.take()));
-            match fresh[..] {
-                [] => {}
-                [p] => gathered = Some((p, 1, chunk.range.clone())),
-                _ => {
-                    let command = Command::Chunk {
-                        positions: fresh,
-                        bytes: bytes.slice(chunk.range.clone()),
-                    };
-                    result = result.and_then(|()| self.handle(command));
-                }
-            }
-        }
-        result = result.and_then(|()| self.write_gathered(bytes, gathered.take()));
-        match result {
-            Ok(()) => true,
-            Err(error) => {
+        let written = &self.written;
+        let fresh = chunks.iter().filter(|c| c.verdict.is_ok()).map(|c| {
+            let positions = c.positions.iter().copied();
+            let fresh = positions.filter(|&p| !written[p as usize]).collect();
+            (fresh, c.range.clone())
+        });
+        for command in run_commands(bytes, fresh) {
+            if let Err(error) = self.handle(command) {
                 self.stopped = true;
                 self.deferred = Some(error);
-                false
+                return false;
             }
         }
-    }
-
-    fn write_gathered(
-        &mut self,
-        bytes: &Bytes,
-        gathered: Option<(u64, u64, std::ops::Range<usize>)>,
-    ) -> Result<(), DownloadError> {
-        match gathered {
-            Some((first, 1, range)) => self.handle(Command::Chunk {
-                positions: vec![first],
-                bytes: bytes.slice(range),
-            }),
-            Some((first, count, range)) => self.handle(Command::Run {
-                first,
-                count,
-                bytes: bytes.slice(range),
-            }),
-            None => Ok(()),
-        }
+        true
     }
 
     fn handle(&mut self, command: Command) -> Result<(), DownloadError> {
@@ -811,13 +810,12 @@ mod tests {
                             .await
                             .unwrap();
                     }
-                } else if g.len() == 1 {
-                    writer.write(vec![g[0]], bytes.clone()).await.unwrap();
                 } else {
-                    writer
-                        .write_run(g[0], g.len() as u64, bytes.clone())
-                        .await
-                        .unwrap();
+                    // One chunk, or a run of them (one write).
+                    let each = chunks
+                        .iter()
+                        .map(|c| (c.positions.clone(), c.range.clone()));
+                    writer.write_chunks(&bytes, each.collect()).await.unwrap();
                 }
                 if local && n % 2 == 1 {
                     assert!(local_writes.write_run(&bytes, &chunks));
