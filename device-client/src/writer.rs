@@ -109,9 +109,9 @@ fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl LocalWrites {
     /// Write the verified chunks of `chunks` (ranges of `bytes`) at their positions not
-    /// written yet (by this reader, another or the writer's thread). `false`
-    /// if nothing was written because the writer ended or failed (its error is then had from
-    /// the writer): the caller hands the run over as if it had not tried.
+    /// written yet (by this reader, another or the writer's thread). `false` if the writer
+    /// ended, or if a write failed (the writer's thread then ends with that error, and writes
+    /// nothing more): the caller hands the run over as if it had not tried.
     pub(crate) fn write_run(&self, bytes: &Bytes, chunks: &[RunChunk]) -> bool {
         match locked(&self.shared).as_mut() {
             Some(inner) => inner.write_local(bytes, chunks),
