@@ -348,8 +348,9 @@ pub(crate) const LOCAL_RUN: u64 = 1 << 20;
 /// loop: chunks adjacent in the slot file are read in runs with one call, every chunk is
 /// checked against its id there and, given the slot writer's [`LocalWrites`], written into the
 /// slot there too. Each run goes to the download loop as one [`Event::Run`] (a chunk that
-/// cannot be read as one [`Event::Missing`]). Memory: the chunks asked for (the scheduler bounds them) and
-/// the events waiting in the loop's bounded queue.
+/// cannot be read as one [`Event::Missing`]). Memory: the chunks asked for (the scheduler
+/// bounds them) and the events waiting in the loop's bounded queue (without their bytes once
+/// written).
 pub(crate) struct LocalReader {
     requests: Option<sync_mpsc::Sender<Vec<ChunkId>>>,
     thread: Option<JoinHandle<()>>,

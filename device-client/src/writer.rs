@@ -225,7 +225,7 @@ impl SlotWriter {
             .name("ota-slot-sync".into())
             .spawn(move || sync_and_journal(synced, syncer_path, journal, binding, syncs_rx))
             .map_err(disk)?;
-        let mut inner = Inner {
+        let inner = Inner {
             slot,
             slot_path: slot_path.clone(),
             syncs: Some(syncs_tx),
@@ -243,13 +243,17 @@ impl SlotWriter {
             deferred: None,
             stopped: false,
         };
-        inner.advance();
         let shared = Arc::new(Mutex::new(Some(inner)));
         let state = Arc::clone(&shared);
         let (tx, mut rx) = mpsc::channel::<Command>(COMMANDS);
         let thread = std::thread::Builder::new()
             .name("ota-slot-write".into())
             .spawn(move || {
+                // Positions resumed from an earlier run are read back and hashed here, not on
+                // the caller's (the download loop's) thread.
+                if let Some(inner) = locked(&state).as_mut() {
+                    inner.advance();
+                }
                 while let Some(command) = rx.blocking_recv() {
                     if let Some(inner) = locked(&state).as_mut() {
                         inner.handle_checked(command)?;
@@ -687,6 +691,43 @@ mod tests {
     use super::*;
     use crate::download::open_journal;
 
+    fn binding(target: &ota_core::tuf::VerifiedArtifact) -> JournalBinding {
+        JournalBinding::new(target.path(), target.sha256(), &target.chunks().chunk_tree)
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// A writer into `slot` at `path`, journalling into a new journal at `journal_path`.
+    fn start(
+        slot: File,
+        path: &std::path::Path,
+        journal_path: &std::path::Path,
+        (target, verifier): (&ota_core::tuf::VerifiedArtifact, &ChunkVerifier),
+        done: Vec<bool>,
+    ) -> SlotWriter {
+        let binding = binding(target);
+        let count = verifier.index().len();
+        let journal = open_journal(journal_path, &binding, count).unwrap();
+        SlotWriter::start(
+            slot,
+            path.to_path_buf(),
+            (journal, binding),
+            verifier,
+            ArtifactCheck::new(target),
+            done,
+            FlushPolicy {
+                bytes: 8 << 10,
+                interval: Duration::from_secs(60),
+            },
+        )
+        .unwrap()
+    }
+
     /// An artifact of `len` pseudo-random bytes cut in small chunks: (bytes, target, verifier).
     fn artifact(len: usize) -> (Vec<u8>, ota_core::tuf::VerifiedArtifact, ChunkVerifier) {
         artifact_cut(len, ChunkingParams::new(64, 256, 1024).unwrap())
@@ -714,6 +755,7 @@ mod tests {
     /// first), in runs of up to `group` consecutive positions (one chunk at a time if 1), the
     /// resumed ones put in the slot beforehand from `resumed_bytes`; returns the check and the
     /// positions journalled.
+    ///
     /// With `local`, each group is also handed to the local reader's
     /// [`LocalWrites`] as a run: before the loop's write for even groups, after it for odd
     /// ones, and in place of it for every fourth group (where the loop writes only a chunk
@@ -744,28 +786,10 @@ mod tests {
             write_all_at(&slot, &resumed_bytes[range], e.offset()).unwrap();
             done[p as usize] = true;
         }
-        let binding =
-            JournalBinding::new(target.path(), target.sha256(), &target.chunks().chunk_tree);
-        let journal_path = dir.path().join("t.journal");
-        let journal = open_journal(&journal_path, &binding, entries.len() as u64).unwrap();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let (journal_path, binding) = (dir.path().join("t.journal"), binding(target));
+        let runtime = runtime();
         let checked = runtime.block_on(async {
-            let writer = SlotWriter::start(
-                slot,
-                path.clone(),
-                (journal, binding),
-                verifier,
-                ArtifactCheck::new(target),
-                done.clone(),
-                FlushPolicy {
-                    bytes: 8 << 10,
-                    interval: Duration::from_secs(60),
-                },
-            )
-            .unwrap();
+            let writer = start(slot, &path, &journal_path, (target, verifier), done.clone());
             let mut groups: Vec<Vec<u64>> = Vec::new();
             for p in (0..entries.len() as u64).filter(|&p| !done[p as usize]) {
                 match groups.last_mut() {
@@ -899,5 +923,47 @@ mod tests {
         journalled.sort_unstable();
         let expected: Vec<u64> = (0..count).filter(|p| ![0, 5].contains(p)).collect();
         assert_eq!(journalled, expected, "each position journalled once");
+    }
+
+    #[test]
+    fn a_write_that_fails_on_the_readers_thread_ends_the_writer_with_its_error() {
+        let (data, target, verifier) = artifact(16 << 10);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("slot.img");
+        std::fs::write(&path, vec![0u8; data.len()]).unwrap();
+        // Opened for reading only: every write into it fails (EBADF).
+        let slot = File::open(&path).unwrap();
+        let entries = verifier.index().entries();
+        let writer = start(
+            slot,
+            &path,
+            &dir.path().join("t.journal"),
+            (&target, &verifier),
+            vec![false; entries.len()],
+        );
+        let local_writes = writer.local_writes();
+        let (e0, e1) = (&entries[0], &entries[1]);
+        let bytes = Bytes::copy_from_slice(&data[..(e1.offset() + u64::from(e1.len())) as usize]);
+        let chunk = |p: u64, e: &ota_core::chunk::IndexEntry| RunChunk {
+            id: *e.id(),
+            range: e.offset() as usize..(e.offset() + u64::from(e.len())) as usize,
+            positions: vec![p],
+            verdict: Ok(()),
+        };
+        let chunks = [chunk(0, e0), chunk(1, e1)];
+        // Refused, then refused at once: the reader hands such runs to the loop.
+        assert!(!local_writes.write_run(&bytes, &chunks));
+        assert!(!local_writes.write_run(&bytes, &chunks));
+        // The writer ends with the reader's error (not a later one of its own).
+        let ended = runtime().block_on(writer.finish());
+        match ended {
+            Err(DownloadError::Disk { path: p, source }) => {
+                assert_eq!(p, path);
+                assert_eq!(source.raw_os_error(), Some(9), "{source}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // After the end, the handle writes nothing.
+        assert!(!local_writes.write_run(&bytes, &chunks));
     }
 }
