@@ -666,6 +666,20 @@ impl Scheduler {
         self.schedule(now);
     }
 
+    /// A source in backoff is reachable again (its connection was just made, for instance a
+    /// LAN peer that came up during the update): its backoff ends now, and it is asked one
+    /// chunk at a time until it delivers, as at the end of a backoff. Nothing changes for a
+    /// source not backing off, or banned, or removed.
+    pub fn handle_source_reachable(&mut self, now: Millis, source: SourceId) {
+        if let Some(s) = self.source_index(source) {
+            let src = &mut self.sources[s];
+            if src.banned.is_none() && !src.removed && src.backoff_until.take().is_some() {
+                src.probing = true;
+            }
+        }
+        self.schedule(now);
+    }
+
     /// Time has passed: judge overdue requests and stalls, end backoffs and demotions.
     pub fn handle_timeout(&mut self, now: Millis) {
         let keep = self.config.max_strikes.saturating_sub(1);
@@ -1585,6 +1599,42 @@ mod tests {
         assert_eq!(seen, [Action::Complete]);
         assert_eq!(s.report().bytes_by_kind[&SourceKind::Origin], 50 * 65_536);
         assert!(s.report().sources[0].banned.is_none());
+    }
+
+    /// A source unreachable at the start (a LAN peer not up yet) is in backoff; once its
+    /// connection is made, the scheduler is told and asks it at once, one chunk first, then
+    /// at full concurrency when that arrives. A banned source stays banned.
+    #[test]
+    fn a_source_reachable_again_ends_its_backoff_at_once() {
+        let floor = Config::default().timeout_floor;
+        let mut s = Scheduler::new(Config::default(), needs(50));
+        s.add_source(Millis(0), ORIGIN, SourceKind::Origin, 4, Holdings::Any);
+        s.add_source(Millis(0), PEER, SourceKind::LanPeer, 8, Holdings::Any);
+        s.handle_source_lost(Millis(0), PEER);
+        s.start(Millis(0));
+        let (first, _) = drain(&mut s);
+        assert!(first.iter().all(|(src, _)| *src == ORIGIN), "{first:?}");
+        assert_eq!(first.len(), 4);
+        // Reachable long before the backoff's end: asked at once, one chunk.
+        assert!(floor > 200);
+        s.handle_source_reachable(Millis(200), PEER);
+        let (probe, _) = drain(&mut s);
+        assert_eq!(probe.len(), 1);
+        assert_eq!(probe[0].0, PEER);
+        s.handle_chunk(Millis(210), PEER, &probe[0].1, ChunkOutcome::Verified);
+        let (more, _) = drain(&mut s);
+        assert_eq!(more.len(), 8);
+        assert!(more.iter().all(|(src, _)| *src == PEER), "{more:?}");
+        // Reachable while not backing off: nothing changes.
+        s.handle_source_reachable(Millis(220), PEER);
+        assert!(drain(&mut s).0.is_empty());
+        // A banned source is not asked again, reachable or not.
+        s.handle_chunk(Millis(230), PEER, &more[0].1, ChunkOutcome::Corrupt);
+        drain(&mut s);
+        s.handle_source_lost(Millis(240), PEER);
+        s.handle_source_reachable(Millis(250), PEER);
+        let (after, _) = drain(&mut s);
+        assert!(after.iter().all(|(src, _)| *src != PEER), "{after:?}");
     }
 
     /// The only source goes silent: its requests go overdue (passed over), then its

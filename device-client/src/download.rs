@@ -373,6 +373,14 @@ pub async fn download(
                 readers.insert(source.id, reader);
             }
         }
+        // Sources unreachable at the start, dialled in the background (stopped at the end).
+        let _dials = AbortOnDrop(
+            sources
+                .list
+                .iter()
+                .filter_map(|source| source.spawn_dial(tx.clone()))
+                .collect(),
+        );
         let mut fetch_counts: HashMap<SourceId, u64> = HashMap::new();
         let mut last_progress = Instant::now();
         'run: loop {
@@ -527,6 +535,9 @@ pub async fn download(
                     }
                 }
                 Event::Redialled { source } => {
+                    // Reachable: if it was backing off (unreachable at the start), it is
+                    // asked now.
+                    scheduler.handle_source_reachable(now(), source);
                     if let Some(i) = sources.index(source) {
                         sources.uses[i].redials += 1;
                         progress.event(
@@ -762,6 +773,17 @@ impl JournalFile {
             path: self.path.clone(),
             source,
         })
+    }
+}
+
+/// Tasks stopped when the download ends, however it ends.
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
     }
 }
 

@@ -204,6 +204,27 @@ pub enum Event {
 }
 
 impl Source {
+    /// Dial a QUIC source that is not connected (a peer unreachable at the start) in the
+    /// background, with the full connect timeout: a peer that comes up meanwhile answers one
+    /// of the dial's retransmitted handshake packets, and [`Event::Redialled`] says it is
+    /// reachable, so that the scheduler need not wait out its backoff. A dial that fails
+    /// leaves the source lost, dialled again by its next request. `None` for a source that is
+    /// connected or not reached over QUIC.
+    pub fn spawn_dial(&self, events: mpsc::Sender<Event>) -> Option<tokio::task::JoinHandle<()>> {
+        let Transport::Quic(link) = &self.transport else {
+            return None;
+        };
+        if self.connected() {
+            return None;
+        }
+        let (link, source) = (link.clone(), self.id);
+        Some(tokio::spawn(async move {
+            if let Ok((_, _, true)) = link.client().await {
+                let _ = events.send(Event::Redialled { source }).await;
+            }
+        }))
+    }
+
     /// Start fetching `ids` (each at most `max_len` bytes); results go to `events`.
     pub fn spawn_request(&self, ids: Vec<ChunkId>, max_len: u32, events: mpsc::Sender<Event>) {
         let source = self.id;

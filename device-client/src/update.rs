@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ed25519_dalek::Signer as _;
 use ota_core::chunk::{ChunkIndex, ChunkVerifier, IndexError, IndexLimits};
@@ -47,6 +47,10 @@ use crate::state::{
 /// Largest chunk index a device accepts (about 1.9 million chunks: a 120 GiB artifact at the
 /// default 64 KiB average). Checked against the signed length before anything is fetched.
 pub const MAX_INDEX_LEN: u64 = 64 << 20;
+/// How long the update waits at the start for the peers' connections (all dialled at once)
+/// before it starts downloading without those not made yet; the download goes on dialling
+/// them in the background. A LAN peer that is up answers within a round trip or two.
+const START_DIAL: Duration = Duration::from_secs(1);
 
 /// A peer given on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +71,7 @@ pub struct UpdateOptions {
     /// Discovery nodes to dial (TCP multiaddrs, e.g. `/ip4/192.0.2.7/tcp/4001`).
     pub bootstrap: Vec<ota_net::discovery::libp2p::Multiaddr>,
     /// How long to wait for discovery to find a cache before the download starts.
-    pub discover_wait: std::time::Duration,
+    pub discover_wait: Duration,
     /// The fetch scheduler's tuning.
     pub scheduler: Config,
 }
@@ -579,7 +583,7 @@ impl Session<'_> {
                 );
                 return found;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -624,9 +628,31 @@ impl Session<'_> {
                 ClientConfig::default(),
             )
             .map_err(UpdateError::Origin)?;
-            for (peer, name) in peers {
+            // All at once, each for at most `START_DIAL`: a peer that is up answers within
+            // a round trip, and one that is not is left to the download, which dials it
+            // again in the background (it may come up during the update).
+            let dials: Vec<_> = peers
+                .iter()
+                .map(|(peer, _)| {
+                    let (connector, peer) = (connector.clone(), *peer);
+                    tokio::spawn(async move {
+                        tokio::time::timeout(START_DIAL, connector.connect(peer.addr, peer.pin))
+                            .await
+                    })
+                })
+                .collect();
+            for ((peer, name), dial) in peers.into_iter().zip(dials) {
                 let sid = id();
-                match connector.connect(peer.addr, peer.pin).await {
+                let dialled = match dial.await {
+                    Ok(Ok(result)) => result,
+                    Ok(Err(_)) => Err(ClientError::Timeout {
+                        peer: peer.addr,
+                        during: "connecting at the start",
+                        waited: START_DIAL,
+                    }),
+                    Err(joined) => std::panic::resume_unwind(joined.into_panic()),
+                };
+                match dialled {
                     Ok(client) => list.push(Source {
                         id: sid,
                         kind: SourceKind::LanPeer,
