@@ -25,7 +25,9 @@
 //! the target.
 //!
 //! Also printed, as the ratio depends on what else the machine runs and on how many cores it
-//! has: raw SHA-256 on one thread (the whole artifact's SHA-256 is a single sequential pass),
+//! has: raw SHA-256 on one thread (the whole artifact's SHA-256 is a single sequential pass,
+//! and the slot is marked pending only once it matched: no update can be faster, on any number
+//! of cores, and the bench says when that bound alone puts the target out of reach),
 //! the CPU the update must spend per GiB and what that allows on this machine's cores with
 //! every core busy all the time; the update's CPU per GiB and the cores it kept busy, and per
 //! thread (by name, from `/proc/self/task/*/schedstat`) the seconds per GiB it spent on a CPU,
@@ -275,6 +277,20 @@ fn main() {
     println!(
         "  raw SHA-256      {:8.1} MiB/s (one thread; context: SHA-256 cannot be split over threads)",
         mib_s(sha256_rate)
+    );
+    // A bound on any implementation, whatever the cores: the slot is marked pending only
+    // after the signed SHA-256 of every byte matched, and SHA-256 is one sequential pass
+    // (each block's input is the state after the one before), so no update is faster than
+    // one thread's raw SHA-256.
+    let sha256_bound = sha256_rate / blake3_rate.min(write_rate);
+    println!(
+        "  SHA-256 bound    {:8.1} MiB/s at most for any update ({sha256_bound:.2} of the slower limit: the whole artifact's SHA-256 is one sequential pass){}",
+        mib_s(sha256_rate),
+        if sha256_bound < 0.8 {
+            ": the target is beyond any implementation on this machine"
+        } else {
+            ""
+        }
     );
     if let Some(cpu) = cpu {
         let slower = mib_s(blake3_rate.min(write_rate));

@@ -1,8 +1,12 @@
 //! The slot writer: verified chunks are written into the slot on a thread of their own; a
 //! second thread syncs the slot and then journals each batch written before the sync (so the
 //! writes go on while a sync runs); the whole artifact is hashed in order as its contiguous
-//! prefix is written: BLAKE3 after the write, and SHA-256 (about twice as slow) on a third
-//! thread fed the same pieces (see `ArtifactCheck::split`).
+//! prefix is written, by two threads fed the same pieces (see `ArtifactCheck::split`): the one
+//! that wrote them hashes half of the artifact's BLAKE3 (every other 1 MiB block, a subtree of
+//! its BLAKE3 tree) right after the write, and a third thread hashes SHA-256 (one sequential
+//! pass, the slowest of the hashes) and the other half of the BLAKE3 blocks, each 64 KiB with
+//! both hashes in turn while it is in the core's cache. Sharing BLAKE3 so evens out the two
+//! threads' work.
 //!
 //! The download loop verifies each chunk against its id and hands the bytes over, a chunk at
 //! a time or a run of verified chunks at consecutive positions (one buffer, one write); the
@@ -31,7 +35,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ota_core::chunk::{ArtifactCheck, ArtifactError, Blake3Check, ChunkVerifier, Sha256Check};
+use ota_core::chunk::{ArtifactCheck, ArtifactError, BlockShare, CheckHalf, ChunkVerifier};
 use ota_core::digest::ChunkId;
 use ota_core::journal::JournalBinding;
 use tokio::sync::mpsc;
@@ -44,8 +48,17 @@ const COMMANDS: usize = 8;
 /// Bytes kept in memory ahead of the hashing frontier (beyond, they are read back; little in
 /// unit tests, so that both paths run).
 const RETAINED: usize = if cfg!(test) { 4 << 10 } else { 8 << 20 };
-/// Pieces waiting for the SHA-256 thread (BLAKE3, on the writer's, is about twice as fast).
+/// Pieces waiting for the SHA-256 thread.
 const SHA256_PIECES: usize = 4;
+/// How the whole artifact's BLAKE3 is shared between the SHA-256 thread (every other block of
+/// 1 MiB, from the first) and the thread that writes (the others); see `ArtifactCheck::split`.
+/// Measured with `cargo bench -p ota-device --bench update` against every block on the
+/// writing thread and one block in three on the SHA-256 thread: see ARCHITECTURE.md.
+/// (Blocks of 4 KiB in unit tests, whose artifacts are small, so that the blocks are shared.)
+const SHARE: BlockShare = match BlockShare::new(if cfg!(test) { 4 << 10 } else { 1 << 20 }, 1, 2) {
+    Some(share) => share,
+    None => panic!("a share of whole BLAKE3 subtrees"),
+};
 /// Read-back pieces are at most this long.
 const READ_BACK: u64 = 1 << 20;
 
@@ -587,17 +600,19 @@ fn sync_and_journal(
     Ok(())
 }
 
-/// The whole check, fed in order by the writer's thread: BLAKE3 there, after each write, and
-/// SHA-256 (the slower) on a thread of its own that lives as long as the writer, handed the
-/// same pieces (no copy) so that both hashes run at once.
+/// The whole check, fed in order by the thread that wrote the bytes (the writer's, or the
+/// local reader's): its half of the BLAKE3 blocks there, after each write, and SHA-256 with the
+/// other half on a thread of its own that lives as long as the writer, handed the same pieces
+/// (no copy) so that both run at once.
 struct Hasher {
     /// The slot, for pieces read back.
     slot: File,
     slot_path: PathBuf,
-    blake3: Blake3Check,
+    /// This thread's half of the check: the BLAKE3 blocks that are not the SHA-256 thread's.
+    blake3: CheckHalf,
     /// `None` once the SHA-256 thread stopped (its error is had by joining it).
     sha256: Option<sync_mpsc::SyncSender<Bytes>>,
-    sha256_thread: Option<JoinHandle<Result<Sha256Check, ArtifactError>>>,
+    sha256_thread: Option<JoinHandle<Result<CheckHalf, ArtifactError>>>,
     /// The first failure (a piece that could not be read back, bytes beyond the signed
     /// length): nothing more is hashed.
     failed: Option<WriterEnd>,
@@ -605,7 +620,7 @@ struct Hasher {
 
 impl Hasher {
     fn start(slot: File, slot_path: PathBuf, check: ArtifactCheck) -> Result<Self, DownloadError> {
-        let (mut sha256, blake3) = check.split();
+        let (mut sha256, blake3) = check.split(SHARE);
         let (to_sha256, pieces) = sync_mpsc::sync_channel::<Bytes>(SHA256_PIECES);
         let sha256_thread = std::thread::Builder::new()
             .name("ota-slot-sha256".into())

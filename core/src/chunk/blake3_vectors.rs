@@ -8,7 +8,7 @@ use std::convert::Infallible;
 use serde::Deserialize;
 
 use super::testutil::feed;
-use super::{ArtifactCheck, ArtifactChunks, ChunkingParams, Ingest};
+use super::{ArtifactCheck, ArtifactChunks, BlockShare, ChunkingParams, Ingest};
 use crate::digest::{Blake3Hash, ChunkId, Sha256Hash};
 
 const VECTORS: &str = concat!(
@@ -129,6 +129,19 @@ fn hash_mode_through_our_paths() {
             check
                 .finish()
                 .unwrap_or_else(|e| panic!("ArtifactCheck {sizes:?}, {ctx}: {e}"));
+
+            // The same check split between two threads' halves by blocks of one and of two
+            // BLAKE3 chunks (the vectors run to 100 chunks), joined into the official value.
+            for share in [(1024, 1, 2), (2048, 2, 3)] {
+                let share = BlockShare::new(share.0, share.1, share.2).unwrap();
+                let (mut first, mut second) = ArtifactCheck::new(&signed).split(share);
+                for piece in pieces(&data, sizes) {
+                    first.update(piece).unwrap();
+                    second.update(piece).unwrap();
+                }
+                ArtifactCheck::finish_split(first, second)
+                    .unwrap_or_else(|e| panic!("split {share:?} {sizes:?}, {ctx}: {e}"));
+            }
         }
     }
 }

@@ -41,6 +41,7 @@
 mod index;
 mod ingest;
 mod params;
+mod split;
 mod tree;
 mod verify;
 mod whole;
@@ -62,11 +63,9 @@ pub use index::{
 };
 pub use ingest::{CutChunk, Ingest, IngestError, Ingested};
 pub use params::{ALGORITHM_FASTCDC_2020, ChunkingParams, MAX_CHUNK_LEN, ParamsError};
+pub use split::{BlockShare, CheckHalf};
 pub use tree::ChunkTree;
-pub use verify::{
-    ArtifactCheck, ArtifactError, Blake3Check, ChunkError, ChunkVerifier, Sha256Check,
-    VerifiedChunk,
-};
+pub use verify::{ArtifactCheck, ArtifactError, ChunkError, ChunkVerifier, VerifiedChunk};
 
 /// The `custom.enigm` object of an artifact target: what the release signer vouches for
 /// beyond TUF's `length` and `hashes.sha256`.

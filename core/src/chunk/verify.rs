@@ -3,6 +3,7 @@
 use std::fmt;
 
 use super::index::{ChunkIndex, IndexError, IndexLimits};
+use super::split::{self, BlockShare, CheckHalf};
 use super::whole::WholeHash;
 use crate::digest::{Blake3Hash, ChunkId, Sha256Hash};
 use crate::tuf::VerifiedArtifact;
@@ -125,6 +126,10 @@ pub enum ArtifactError {
         /// The BLAKE3 of the bytes fed.
         actual: Blake3Hash,
     },
+    /// The two halves given to [`ArtifactCheck::finish_split`] are not the two halves of one
+    /// split check: the caller is at fault.
+    #[error("the two halves are not the two halves of one split check")]
+    NotAPair,
 }
 
 impl ChunkVerifier {
@@ -375,132 +380,31 @@ fn within(length: u64, fed: u64, bytes: &[u8]) -> Result<(), ArtifactError> {
     Ok(())
 }
 
-/// The SHA-256 half of a split [`ArtifactCheck`] (see [`ArtifactCheck::split`]).
-pub struct Sha256Check {
-    hasher: sha2::Sha256,
-    len: u64,
-    length: u64,
-    signed: Sha256Hash,
-}
-
-/// The BLAKE3 half of a split [`ArtifactCheck`] (see [`ArtifactCheck::split`]).
-pub struct Blake3Check {
-    hasher: blake3::Hasher,
-    len: u64,
-    length: u64,
-    signed: Blake3Hash,
-}
-
 impl ArtifactCheck {
-    /// Split the check into its SHA-256 and BLAKE3 halves, to be fed the same bytes in the
-    /// same order on two threads. The artifact matches only if
+    /// Split the check into two halves, to be fed the same bytes in the same order on two
+    /// threads: the first hashes SHA-256 and the BLAKE3 blocks that `share` gives it, the
+    /// second the other blocks (see [`CheckHalf`]). The artifact matches only if
     /// [`ArtifactCheck::finish_split`] says so, given both halves.
-    pub fn split(self) -> (Sha256Check, Blake3Check) {
+    pub fn split(self, share: BlockShare) -> (CheckHalf, CheckHalf) {
         let WholeHash {
             blake3,
             sha256,
             len,
         } = self.whole;
-        (
-            Sha256Check {
-                hasher: sha256,
-                len,
-                length: self.length,
-                signed: self.sha256,
-            },
-            Blake3Check {
-                hasher: blake3,
-                len,
-                length: self.length,
-                signed: self.blake3,
-            },
+        CheckHalf::pair(
+            blake3,
+            sha256,
+            len,
+            self.length,
+            (self.sha256, self.blake3),
+            share,
         )
     }
 
     /// The result of a split check: the length that each half was fed, then SHA-256 and
     /// BLAKE3, against the signed values (the same errors as [`ArtifactCheck::finish`]).
-    pub fn finish_split(sha256: Sha256Check, blake3: Blake3Check) -> Result<(), ArtifactError> {
-        for (length, fed) in [(sha256.length, sha256.len), (blake3.length, blake3.len)] {
-            if fed != length {
-                return Err(ArtifactError::TooShort {
-                    signed: length,
-                    actual: fed,
-                });
-            }
-        }
-        let actual = Sha256Hash(sha2::Digest::finalize(sha256.hasher).into());
-        if actual != sha256.signed {
-            return Err(ArtifactError::Sha256Mismatch {
-                signed: sha256.signed,
-                actual,
-            });
-        }
-        let actual = Blake3Hash(*blake3.hasher.finalize().as_bytes());
-        if actual != blake3.signed {
-            return Err(ArtifactError::Blake3Mismatch {
-                signed: blake3.signed,
-                actual,
-            });
-        }
-        Ok(())
-    }
-}
-
-impl Sha256Check {
-    /// Feed the next bytes of the artifact.
-    pub fn update(&mut self, bytes: &[u8]) -> Result<(), ArtifactError> {
-        within(self.length, self.len, bytes)?;
-        sha2::Digest::update(&mut self.hasher, bytes);
-        self.len += bytes.len() as u64;
-        Ok(())
-    }
-
-    /// Bytes fed so far.
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    /// Whether nothing was fed yet.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-}
-
-impl Blake3Check {
-    /// Feed the next bytes of the artifact.
-    pub fn update(&mut self, bytes: &[u8]) -> Result<(), ArtifactError> {
-        within(self.length, self.len, bytes)?;
-        self.hasher.update(bytes);
-        self.len += bytes.len() as u64;
-        Ok(())
-    }
-
-    /// Bytes fed so far.
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    /// Whether nothing was fed yet.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-}
-
-impl fmt::Debug for Sha256Check {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Sha256Check")
-            .field("checked", &self.len)
-            .field("length", &self.length)
-            .finish_non_exhaustive()
-    }
-}
-
-impl fmt::Debug for Blake3Check {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Blake3Check")
-            .field("checked", &self.len)
-            .field("length", &self.length)
-            .finish_non_exhaustive()
+    pub fn finish_split(a: CheckHalf, b: CheckHalf) -> Result<(), ArtifactError> {
+        split::finish_split(a, b)
     }
 }
 
@@ -752,8 +656,11 @@ mod tests {
     fn split_check_agrees_and_refuses_as_the_whole() {
         let data = pseudo_random(9, 50_000);
         let (out, artifact) = setup(&data);
+        // Blocks of 4 KiB, every other one to each half: a byte changed at 40 000 (block 9)
+        // is in the second half's share.
+        let share = BlockShare::new(4096, 1, 2).unwrap();
         // Fed in different pieces on each half, the same bytes: accepted.
-        let (mut sha256, mut blake3) = ArtifactCheck::new(&artifact).split();
+        let (mut sha256, mut blake3) = ArtifactCheck::new(&artifact).split(share);
         sha256.update(&data[..7]).unwrap();
         sha256.update(&data[7..]).unwrap();
         blake3.update(&data[..30_000]).unwrap();
@@ -763,13 +670,13 @@ mod tests {
         // Split after some bytes: the halves carry them.
         let mut check = ArtifactCheck::new(&artifact);
         check.update(&data[..100]).unwrap();
-        let (mut sha256, mut blake3) = check.split();
+        let (mut sha256, mut blake3) = check.split(share);
         sha256.update(&data[100..]).unwrap();
         blake3.update(&data[100..]).unwrap();
         ArtifactCheck::finish_split(sha256, blake3).unwrap();
 
         // One half short: refused, whichever.
-        let (mut sha256, mut blake3) = ArtifactCheck::new(&artifact).split();
+        let (mut sha256, mut blake3) = ArtifactCheck::new(&artifact).split(share);
         sha256.update(&data).unwrap();
         blake3.update(&data[..100]).unwrap();
         assert_eq!(
@@ -780,7 +687,7 @@ mod tests {
             })
         );
         // Too long.
-        let (mut sha256, mut blake3) = ArtifactCheck::new(&artifact).split();
+        let (mut sha256, mut blake3) = ArtifactCheck::new(&artifact).split(share);
         sha256.update(&data[..10]).unwrap();
         assert_eq!(
             sha256.update(&data),
@@ -794,7 +701,7 @@ mod tests {
         // A byte changed in what one half saw: that half's hash refuses it.
         let mut corrupted = data.clone();
         corrupted[40_000] ^= 1;
-        let (mut sha256, mut blake3) = ArtifactCheck::new(&artifact).split();
+        let (mut sha256, mut blake3) = ArtifactCheck::new(&artifact).split(share);
         sha256.update(&corrupted).unwrap();
         blake3.update(&data).unwrap();
         assert_eq!(
@@ -804,7 +711,7 @@ mod tests {
                 actual: Sha256Hash::of(&corrupted)
             })
         );
-        let (mut sha256, mut blake3) = ArtifactCheck::new(&artifact).split();
+        let (mut sha256, mut blake3) = ArtifactCheck::new(&artifact).split(share);
         sha256.update(&data).unwrap();
         blake3.update(&corrupted).unwrap();
         assert_eq!(
