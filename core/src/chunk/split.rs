@@ -5,7 +5,7 @@
 //! cut into aligned blocks of a power-of-two number of BLAKE3 chunks, each block is a complete
 //! subtree of the artifact's BLAKE3 tree (the last one may be short), and each half hashes the
 //! blocks that [`BlockShare`] gives it into their chaining values
-//! ([`blake3::hazmat`]). [`finish_split`] joins the two halves' chaining values in artifact
+//! ([`blake3::hazmat`]). `finish_split` joins the two halves' chaining values in artifact
 //! order into the root with the tree's own rule (the left subtree of `n` bytes holds the
 //! largest power of two of chunks less than `n`), which gives the plain BLAKE3 of the whole.
 
@@ -55,7 +55,9 @@ impl BlockShare {
 
 /// One half of a split [`ArtifactCheck`](super::ArtifactCheck): fed every byte of the
 /// artifact in order, it hashes its share (SHA-256 of every byte for the first half; its
-/// BLAKE3 blocks). The artifact matches only if [`finish_split`] says so, given both halves.
+/// BLAKE3 blocks). The artifact matches only if
+/// [`ArtifactCheck::finish_split`](super::ArtifactCheck::finish_split) says so, given both
+/// halves.
 pub struct CheckHalf {
     sha256: Option<sha2::Sha256>,
     blake3: Share,
