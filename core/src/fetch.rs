@@ -669,11 +669,11 @@ impl Scheduler {
     /// A source in backoff is reachable again (its connection was just made, for instance a
     /// LAN peer that came up during the update): its backoff ends now, and it is asked one
     /// chunk at a time until it delivers, as at the end of a backoff. Nothing changes for a
-    /// source not backing off, or banned, or removed.
+    /// source not backing off; a banned or removed one is never asked, reachable or not.
     pub fn handle_source_reachable(&mut self, now: Millis, source: SourceId) {
         if let Some(s) = self.source_index(source) {
             let src = &mut self.sources[s];
-            if src.banned.is_none() && !src.removed && src.backoff_until.take().is_some() {
+            if src.backoff_until.take().is_some() {
                 src.probing = true;
             }
         }
@@ -1628,10 +1628,12 @@ mod tests {
         // Reachable while not backing off: nothing changes.
         s.handle_source_reachable(Millis(220), PEER);
         assert!(drain(&mut s).0.is_empty());
-        // A banned source is not asked again, reachable or not.
-        s.handle_chunk(Millis(230), PEER, &more[0].1, ChunkOutcome::Corrupt);
+        // Lost, then banned by a corrupt chunk from a request still in flight: reachable
+        // again, it is still not asked.
+        s.handle_source_lost(Millis(230), PEER);
+        s.handle_chunk(Millis(240), PEER, &more[0].1, ChunkOutcome::Corrupt);
+        assert!(s.report().sources.iter().any(|r| r.banned.is_some()));
         drain(&mut s);
-        s.handle_source_lost(Millis(240), PEER);
         s.handle_source_reachable(Millis(250), PEER);
         let (after, _) = drain(&mut s);
         assert!(after.iter().all(|(src, _)| *src != PEER), "{after:?}");

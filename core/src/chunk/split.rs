@@ -14,7 +14,7 @@ use blake3::hazmat::{
     merge_subtrees_root,
 };
 
-use super::verify::ArtifactError;
+use super::verify::{ArtifactError, within};
 use crate::digest::{Blake3Hash, Sha256Hash};
 
 /// Which half of a split check hashes which BLAKE3 block: block `i` (bytes
@@ -146,11 +146,7 @@ impl CheckHalf {
 
     /// Feed the next bytes of the artifact.
     pub fn update(&mut self, bytes: &[u8]) -> Result<(), ArtifactError> {
-        if bytes.len() as u64 > self.length - self.len {
-            return Err(ArtifactError::TooLong {
-                signed: self.length,
-            });
-        }
+        within(self.length, self.len, bytes)?;
         for piece in bytes.chunks(INTERLEAVE) {
             if let Some(sha256) = &mut self.sha256 {
                 sha2::Digest::update(sha256, piece);
@@ -280,11 +276,20 @@ pub(super) fn finish_split(a: CheckHalf, b: CheckHalf) -> Result<(), ArtifactErr
 /// The BLAKE3 root of a `length`-byte input (more than one block) whose blocks of
 /// `block_len` bytes have the chaining values `cvs`, in order.
 fn root(cvs: &[ChainingValue], length: u64, block_len: u64) -> Blake3Hash {
+    let (left, right) = children(cvs, length, block_len);
+    Blake3Hash(*merge_subtrees_root(&left, &right, Mode::Hash).as_bytes())
+}
+
+/// The chaining values of the two children of the node over `length` bytes (more than one
+/// block) made of the blocks of `cvs`: the left one holds the largest power of two of chunks
+/// less than `length` bytes.
+fn children(cvs: &[ChainingValue], length: u64, block_len: u64) -> (ChainingValue, ChainingValue) {
     let split = left_subtree_len(length);
     let blocks = usize::try_from(split / block_len).unwrap_or(usize::MAX);
-    let left = subtree(&cvs[..blocks], split, block_len);
-    let right = subtree(&cvs[blocks..], length - split, block_len);
-    Blake3Hash(*merge_subtrees_root(&left, &right, Mode::Hash).as_bytes())
+    (
+        subtree(&cvs[..blocks], split, block_len),
+        subtree(&cvs[blocks..], length - split, block_len),
+    )
 }
 
 /// The chaining value of a subtree of `length` bytes made of the blocks of `cvs`.
@@ -292,10 +297,7 @@ fn subtree(cvs: &[ChainingValue], length: u64, block_len: u64) -> ChainingValue 
     if length <= block_len {
         return cvs[0];
     }
-    let split = left_subtree_len(length);
-    let blocks = usize::try_from(split / block_len).unwrap_or(usize::MAX);
-    let left = subtree(&cvs[..blocks], split, block_len);
-    let right = subtree(&cvs[blocks..], length - split, block_len);
+    let (left, right) = children(cvs, length, block_len);
     merge_subtrees_non_root(&left, &right, Mode::Hash)
 }
 
@@ -306,9 +308,10 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::chunk::testutil::pseudo_random;
 
     fn data(len: usize) -> Vec<u8> {
-        (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+        pseudo_random(7, len)
     }
 
     /// The two halves of a fresh check of an artifact whose signed bytes are `signed`.
@@ -318,10 +321,7 @@ mod tests {
             sha2::Sha256::default(),
             0,
             signed.len() as u64,
-            (
-                Sha256Hash::of(signed),
-                Blake3Hash(*blake3::hash(signed).as_bytes()),
-            ),
+            (Sha256Hash::of(signed), Blake3Hash::of(signed)),
             share,
         )
     }
@@ -393,7 +393,7 @@ mod tests {
                 matches!(
                     finish_split(a, b),
                     Err(ArtifactError::Blake3Mismatch { signed: s, .. })
-                        if s.0 == *blake3::hash(&signed).as_bytes()
+                        if s == Blake3Hash::of(&signed)
                 ),
                 "byte {at}"
             );

@@ -373,7 +373,7 @@ impl ArtifactCheck {
 }
 
 /// `bytes` fit in a `length`-byte artifact of which `fed` bytes were checked already.
-fn within(length: u64, fed: u64, bytes: &[u8]) -> Result<(), ArtifactError> {
+pub(super) fn within(length: u64, fed: u64, bytes: &[u8]) -> Result<(), ArtifactError> {
     if bytes.len() as u64 > length - fed {
         return Err(ArtifactError::TooLong { signed: length });
     }
